@@ -1,0 +1,46 @@
+# Run the stack without Docker, run the tests, check config and containers, run the benchmarks.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+
+.PHONY: venv up run test test-unit test-integration check bench lint clean
+
+venv: $(VENV)/.synced
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --default-pip >/dev/null
+	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(PY) -m uv sync --frozen --inexact --python $(PY)
+	touch $@
+
+up:
+	docker compose up --build
+
+run: venv
+	$(PY) -m devtools.run_local
+
+test: venv
+	$(PY) -m pytest
+
+test-unit: venv
+	$(PY) -m pytest tests/unit
+
+test-integration: venv
+	$(PY) -m pytest tests/integration
+
+check: venv
+	$(PY) -m pytest -q tests/unit/test_containers.py tests/unit/test_settings.py
+	$(VENV)/bin/hadolint --failure-threshold error Dockerfile
+	$(VENV)/bin/ruff check .
+
+bench: venv
+	$(PY) -m bench.ratelimit
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,28 @@
+"""Executor service settings: the Platform contract plus `risk.yaml`."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.ratelimits import RateLimitConfig
+from shared.settings import LatencyConfig, ServiceSettings
+
+
+class RiskConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_order_quote: float = Field(default=100, gt=0)
+    max_position_quote: float = Field(default=250, gt=0)
+    max_open_positions: int = Field(default=5, ge=1, le=1000)
+    max_daily_loss_quote: float = Field(default=100, gt=0)
+    max_trades_per_hour: int = Field(default=10, ge=1, le=10_000)
+
+
+class ExecutorSettings(ServiceSettings):
+    service_name = "executor"
+    default_port = 8004
+    config_files = ("risk.yaml", "policy.yaml", "ratelimits.yaml")
+
+    risk: RiskConfig
+    latency: LatencyConfig
+    ratelimit: RateLimitConfig

@@ -1,0 +1,249 @@
+"""The app factory every service uses: lifespan, health, readiness, metrics, errors, auth on writes."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
+from prometheus_fastapi_instrumentator import Instrumentator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shared.errors import TraderError, Unauthorized
+from shared.http import create_http_client
+from shared.logging import configure_logging, register_secret, request_id_var
+from shared.metrics import register_service_info
+from shared.redis import create_redis
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+# An async hook on the app: readiness checks, and the refresh some services run before a scrape.
+ReadinessCheck = Callable[[FastAPI], Awaitable[None]]
+ServiceLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+READINESS_TIMEOUT_S = 1.5
+
+_bearer = HTTPBearer(auto_error=False, description="TRADER_API_TOKEN; required on every write under /v1")
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
+    """The one JSON error shape of the stack."""
+    return JSONResponse({"error": code, "message": message, "details": details or {}}, status_code=status)
+
+
+def token_matches(expected: str, header_value: str | None) -> bool:
+    """Constant-time check of an `Authorization: Bearer <token>` header value."""
+    if not header_value or not header_value.startswith("Bearer "):
+        return False
+    return hmac.compare_digest(header_value[7:].encode(), expected.encode())
+
+
+def protected_prefixes(app: FastAPI) -> tuple[str, ...]:
+    return app.state.protected_prefixes
+
+
+async def require_token_on_writes(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """Writes under the protected prefixes need the API token; reads are open."""
+    if request.method not in WRITE_METHODS or not request.url.path.startswith(protected_prefixes(request.app)):
+        return
+    expected: str = request.app.state.settings.trader_api_token
+    supplied = f"Bearer {credentials.credentials}" if credentials else None
+    if not token_matches(expected, supplied):
+        raise Unauthorized(
+            "missing or wrong bearer token: send 'Authorization: Bearer <TRADER_API_TOKEN>' on writes",
+            details={"method": request.method, "path": request.url.path},
+        )
+
+
+class RequestIdMiddleware:
+    """Takes X-Request-ID from the caller (or makes one), puts it in the logs and echoes it back."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid = value.decode("latin-1")[:128]
+                break
+        rid = rid or uuid.uuid4().hex[:16]
+        token = request_id_var.set(rid)
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+def _field_name(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        parts = parts[1:] or parts
+    return ".".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TraderError)
+    async def _trader_error(_: Request, exc: TraderError) -> JSONResponse:
+        return JSONResponse(exc.to_body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = []
+        for err in exc.errors():
+            entry: dict[str, Any] = {"field": _field_name(err["loc"]), "message": err["msg"]}
+            if err["type"] != "missing" and "input" in err:
+                entry["value"] = orjson.loads(orjson.dumps(err["input"], default=str))
+            fields.append(entry)
+        summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return error_response(422, "validation_error", f"invalid request: {summary}", {"fields": fields})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        if exc.status_code == 404:
+            message = f"no route {request.method} {request.url.path}"
+        return error_response(exc.status_code, code, message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", f"unexpected {type(exc).__name__}; see the service log")
+
+
+async def _check_redis(app: FastAPI) -> None:
+    await app.state.redis.ping()
+
+
+EXCHANGE_TIME_PATH = "/api/v3/brokerage/time"
+
+
+def dependency_check(name: str, url: str, path: str = "/healthz") -> tuple[str, ReadinessCheck]:
+    """A readiness check that another service (or the exchange, on its time path) answers."""
+
+    async def check(app: FastAPI) -> None:
+        response = await app.state.http.get(f"{url.rstrip('/')}{path}", timeout=READINESS_TIMEOUT_S)
+        response.raise_for_status()
+
+    return name, check
+
+
+async def _run_check(app: FastAPI, check: ReadinessCheck) -> str:
+    try:
+        await asyncio.wait_for(check(app), READINESS_TIMEOUT_S)
+    except Exception as exc:  # any failure makes the component unready; the reason is reported
+        return f"{type(exc).__name__}: {exc}".strip().rstrip(":") or type(exc).__name__
+    return "ok"
+
+
+def build_app(
+    settings: ServiceSettings,
+    *,
+    description: str,
+    routers: Sequence[APIRouter] = (),
+    registry: CollectorRegistry | None = None,
+    checks: Sequence[tuple[str, ReadinessCheck]] = (),
+    lifespan: ServiceLifespan | None = None,
+    protected: tuple[str, ...] = ("/v1/",),
+    before_scrape: ReadinessCheck | None = None,
+) -> FastAPI:
+    """Assemble a service: shared plumbing plus the service's routers, checks and lifespan."""
+    # `*_created` series double every counter's cardinality and no dashboard reads them.
+    disable_created_metrics()
+    registry = registry if registry is not None else CollectorRegistry()
+    register_service_info(registry, settings)
+    service = settings.service_name
+
+    @asynccontextmanager
+    async def app_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(service, settings.log_level)
+        register_secret(settings.trader_api_token)
+        app.state.redis = create_redis(settings.redis_url)
+        app.state.http = create_http_client(timeout_s=settings.http_timeout_s)
+        try:
+            if lifespan is None:
+                yield
+            else:
+                async with lifespan(app):
+                    log.info("%s started on port %d (mode %s)", service, settings.port, settings.trading_mode)
+                    yield
+        finally:
+            await app.state.http.aclose()
+            await app.state.redis.aclose()
+
+    app = FastAPI(
+        title=f"trader {service}",
+        description=description,
+        version="0.1.0",
+        lifespan=app_lifespan,
+        dependencies=[Depends(require_token_on_writes)],
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.draining = False
+    app.state.protected_prefixes = protected
+    all_checks = [("redis", _check_redis), *checks]
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": service}
+
+    @app.get("/readyz", tags=["ops"], summary="Readiness: config loaded, Redis and dependencies reachable")
+    async def readyz() -> JSONResponse:
+        results = await asyncio.gather(*(_run_check(app, check) for _, check in all_checks))
+        status = {"config": "ok"} | {name: result for (name, _), result in zip(all_checks, results, strict=True)}
+        if app.state.draining:
+            status["shutdown"] = "draining: SIGTERM received"
+        failing = [name for name, result in status.items() if result != "ok"]
+        if failing:
+            reasons = ", ".join(f"{name} ({status[name]})" for name in failing)
+            return error_response(503, "not_ready", f"not ready: {reasons}", {"failing": failing, "checks": status})
+        return JSONResponse({"status": "ready", "service": service, "checks": status})
+
+    for router in routers:
+        app.include_router(router)
+
+    install_error_handlers(app)
+    Instrumentator(
+        registry=registry,
+        excluded_handlers=["/metrics", "/healthz", "/readyz"],
+        should_group_status_codes=False,
+    ).instrument(app, metric_namespace="", metric_subsystem="")
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics: HTTP plus the service's trader_* series")
+    async def metrics() -> Response:
+        if before_scrape is not None:
+            try:
+                await before_scrape(app)
+            except Exception:  # a scrape still returns what this process knows
+                log.warning("refreshing metrics before the scrape failed", exc_info=True)
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(RequestIdMiddleware)
+    return app

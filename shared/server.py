@@ -1,0 +1,50 @@
+"""Runs a service the same way everywhere (Procfile, container, tests): `python -m services.<name>`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from shared.errors import ConfigError
+from shared.logging import configure_logging
+from shared.settings import ServiceSettings, load_settings
+
+
+class _Server(uvicorn.Server):
+    """Marks the app as draining on SIGTERM/SIGINT so /readyz turns 503 while it shuts down."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI):
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self._app.state.draining = True
+        super().handle_exit(sig, frame)
+
+
+def run_service(settings_cls: type[ServiceSettings], create_app: Callable[[Any], FastAPI]) -> None:
+    """Load and validate settings (exit 2 with one line on error), then serve with one uvicorn worker."""
+    try:
+        settings = load_settings(settings_cls)
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.service_name, settings.log_level)
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.bind_host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+        backlog=4096,
+    )
+    _Server(config, app).run()

@@ -1,0 +1,74 @@
+"""Fixtures shared by every test: a Redis to talk to, a private key prefix per test, free ports."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from devtools.redis_server import RedisServer, free_port, redis_answers
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _docker_redis() -> Iterator[str] | None:
+    """A Redis container through testcontainers, where a Docker engine answers."""
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+    except Exception:  # no engine here; the caller falls back to a local server
+        return None
+    from testcontainers.redis import RedisContainer
+
+    def run() -> Iterator[str]:
+        with RedisContainer("redis:7.4.1-alpine") as container:
+            yield f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
+
+    return run()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """REDIS_URL if it answers, else a Docker container, else a redis-server (or embedded valkey) on a free port."""
+    url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    if redis_answers(url):
+        yield url
+        return
+    container = _docker_redis()
+    if container is not None:
+        yield from container
+        return
+    server = RedisServer(port=free_port(), data_dir=tmp_path_factory.mktemp("redis"), aof=False).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def key_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of this test's own, which the test may stop and start again."""
+    server = RedisServer(port=free_port(), data_dir=tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
