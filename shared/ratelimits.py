@@ -69,8 +69,3 @@ class RateLimitConfig(BaseModel):
 
     def effective_rate(self, limit: PoolLimit) -> float:
         return limit.rate * (1 - self.safety_margin_pct / 100)
-
-    def max_cost(self, endpoint: str, pools: dict[str, PoolLimit] | None = None) -> int:
-        """The largest cost one request to this endpoint can ever be granted (its tightest burst)."""
-        pools = pools or self.pools
-        return min(pools[p].burst // w for p, w in self.endpoints[endpoint].pools.items())

@@ -1,0 +1,297 @@
+"""The ratelimit service as real processes on real Redis, and the quota client the other services use."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from devtools.redis_server import RedisServer
+from devtools.stack import Stack
+from services.ratelimit.settings import RatelimitSettings
+from shared.errors import NotFound
+from shared.quota import QuotaClient, QuotaDenied
+from shared.ratelimits import RateLimitConfig
+from shared.settings import DEV_API_TOKEN, load_settings
+from tests.integration.conftest import StackFactory
+
+pytestmark = pytest.mark.integration
+
+AUTH = {"Authorization": f"Bearer {DEV_API_TOKEN}"}
+LIMITS = {
+    "ratelimit": {
+        "safety_margin_pct": 10,
+        "utilization_window_s": 2,
+        "expected_replicas": 2,
+        "pools": {
+            "private": {"rate": 20, "burst": 4},
+            "public": {"rate": 10, "burst": 2},
+            "products": {"rate": 1, "burst": 1},
+        },
+        "endpoints": {
+            "create_order": {"priority": "critical", "pools": {"private": 1}},
+            "get_candles": {"priority": "normal", "pools": {"private": 1}},
+            "accounts": {"priority": "background", "pools": {"private": 1}},
+            "list_products": {"priority": "background", "pools": {"public": 1, "products": 1}},
+        },
+    }
+}
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "ratelimits.yaml").write_text(yaml.safe_dump(LIMITS))
+    return folder
+
+
+@pytest.fixture
+def limits(config_dir: Path) -> RateLimitConfig:
+    return load_settings(RatelimitSettings, config_dir=config_dir).ratelimit
+
+
+def start(factory: StackFactory, redis_url: str, config_dir: Path) -> Stack:
+    return factory(redis_url, names=["ratelimit"], extra_env={"CONFIG_DIR": str(config_dir)})
+
+
+def acquire(base: str, **body: object) -> httpx.Response:
+    return httpx.post(f"{base}/v1/acquire", json=body, headers=AUTH)
+
+
+def quota_client(base: str, limits: RateLimitConfig, **kwargs: object) -> QuotaClient:
+    return QuotaClient(
+        base_url=base, token=DEV_API_TOKEN, config=limits, client_id="test", registry=CollectorRegistry(), **kwargs
+    )
+
+
+def test_acquire_contract(redis_url: str, start_stack: StackFactory, config_dir: Path) -> None:
+    base = start(start_stack, redis_url, config_dir).url("ratelimit")
+    granted = acquire(base, endpoint="create_order")
+    assert granted.status_code == 200
+    assert granted.json() == {
+        "granted": True,
+        "waited_ms": granted.json()["waited_ms"],
+        "remaining": 3,
+        "utilization_pct": granted.json()["utilization_pct"],
+    }
+    drained = acquire(base, endpoint="create_order", cost=4, max_wait_ms=1000)
+    assert drained.status_code == 200 and drained.json()["remaining"] == 0
+    denied = acquire(base, endpoint="create_order", cost=4)
+    assert denied.status_code == 429
+    body = denied.json()
+    assert body["granted"] is False and body["reason"] == "limit" and body["pool"] == "private"
+    assert 0 < body["retry_after_ms"] <= 4 * 1000 / 18 + 1
+    assert denied.headers["retry-after"] == "1"
+
+    unknown = acquire(base, endpoint="get_candle")
+    assert unknown.status_code == 404
+    assert "get_candle" in unknown.json()["message"] and "get_candles" in unknown.json()["details"]["known"]
+    for cost in (0, -1, 5):
+        bad = acquire(base, endpoint="get_candles", cost=cost)
+        assert bad.status_code == 422, cost
+        assert bad.json()["details"]["field"] == "cost"
+    missing = httpx.post(f"{base}/v1/acquire", json={"cost": 1}, headers=AUTH)
+    assert missing.status_code == 422 and missing.json()["details"]["fields"][0]["field"] == "endpoint"
+    assert httpx.post(f"{base}/v1/acquire", json={"endpoint": "create_order"}).status_code == 401
+
+
+def test_max_wait_is_served_by_waiting_not_polling(redis_url: str, start_stack: StackFactory, config_dir: Path) -> None:
+    base = start(start_stack, redis_url, config_dir).url("ratelimit")
+    assert acquire(base, endpoint="create_order", cost=4).status_code == 200
+    waited = acquire(base, endpoint="create_order", cost=4, max_wait_ms=500)
+    assert waited.status_code == 200
+    assert 100 < waited.json()["waited_ms"] < 500  # the four units take 222 ms to come back
+    assert acquire(base, endpoint="create_order", cost=4, max_wait_ms=10).status_code == 429
+
+
+def test_priorities_shed_background_first(redis_url: str, start_stack: StackFactory, config_dir: Path) -> None:
+    base = start(start_stack, redis_url, config_dir).url("ratelimit")
+    # fill the private pool past 80 % of its 2 s window (36 units) with waiting critical requests
+    for _ in range(31):
+        assert acquire(base, endpoint="create_order", max_wait_ms=2000).status_code == 200
+    shed = acquire(base, endpoint="accounts")
+    assert shed.status_code == 429 and shed.json()["reason"] == "shed"
+    assert acquire(base, endpoint="get_candles", max_wait_ms=1000).status_code == 200
+    assert acquire(base, endpoint="create_order", max_wait_ms=1000).status_code == 200
+
+
+def test_penalty_and_limits_are_shared_by_replicas(redis_url: str, start_stack: StackFactory, config_dir: Path) -> None:
+    a = start(start_stack, redis_url, config_dir).url("ratelimit")
+    b = start(start_stack, redis_url, config_dir).url("ratelimit")
+
+    penalty = httpx.post(f"{a}/v1/penalty", json={"pool": "private", "retry_after_ms": 800}, headers=AUTH)
+    assert penalty.status_code == 200
+    closed = acquire(b, endpoint="get_candles")
+    assert closed.status_code == 429 and closed.json()["reason"] == "penalty"
+    assert 0 < closed.json()["retry_after_ms"] <= 800
+    assert httpx.get(f"{b}/v1/quota/private").json()["blocked_until_ms"] is not None
+    assert acquire(b, endpoint="list_products").status_code == 200  # other pools stay open
+    time.sleep(0.85)
+    assert acquire(b, endpoint="get_candles").status_code == 200
+
+    changed = httpx.put(f"{a}/v1/limits/private", json={"rate": 40, "burst": 8}, headers=AUTH)
+    assert changed.status_code == 200 and changed.json()["source"] == "override"
+    seen = httpx.get(f"{b}/v1/quota/private").json()
+    assert (seen["rate"], seen["burst"], seen["effective_rate"]) == (40, 8, 36)
+    assert httpx.get(f"{b}/v1/limits").json()["pools"]["private"]["source"] == "override"
+    assert acquire(b, endpoint="get_candles", cost=8, max_wait_ms=1000).status_code == 200  # within the new burst
+    reverted = httpx.delete(f"{b}/v1/limits/private", headers=AUTH).json()
+    assert (reverted["rate"], reverted["burst"], reverted["source"]) == (20, 4, "config")
+
+    assert httpx.put(f"{a}/v1/limits/nope", json={"rate": 1, "burst": 1}, headers=AUTH).status_code == 404
+    assert httpx.put(f"{a}/v1/limits/private", json={"rate": 0, "burst": 1}, headers=AUTH).status_code == 422
+    assert httpx.put(f"{a}/v1/limits/private", json={"rate": 1, "burst": 1}).status_code == 401
+
+
+def test_utilization_metric_is_the_same_on_every_replica(
+    redis_url: str, start_stack: StackFactory, config_dir: Path
+) -> None:
+    a = start(start_stack, redis_url, config_dir).url("ratelimit")
+    b = start(start_stack, redis_url, config_dir).url("ratelimit")
+    for _ in range(9):
+        assert acquire(a, endpoint="create_order", max_wait_ms=1000).status_code == 200
+
+    def gauge(base: str, endpoint: str) -> float:
+        for line in httpx.get(f"{base}/metrics").text.splitlines():
+            if line.startswith(f'trader_rate_limiter_utilization_pct{{endpoint="{endpoint}"}}'):
+                return float(line.split()[-1])
+        raise AssertionError(f"no utilization series for {endpoint}")
+
+    # 9 granted over 18/s * 2 s = 25 %, read back through the replica that granted none of them
+    assert gauge(b, "create_order") == pytest.approx(25, abs=1.0)
+    assert gauge(b, "get_candles") == gauge(b, "create_order")  # same pool
+    assert gauge(b, "list_products") == 0
+    metrics_a = httpx.get(f"{a}/metrics").text
+    assert (
+        'trader_rate_limiter_requests_total{decision="granted",endpoint="create_order",priority="critical"} 9.0'
+        in metrics_a
+    )
+    assert "trader_rate_limiter_wait_seconds_bucket" in metrics_a
+
+
+async def test_two_replicas_eight_clients_at_three_times_the_limit(
+    redis_url: str, start_stack: StackFactory, config_dir: Path, limits: RateLimitConfig
+) -> None:
+    a = start(start_stack, redis_url, config_dir).url("ratelimit")
+    b = start(start_stack, redis_url, config_dir).url("ratelimit")
+    pool = limits.pools["private"]
+    rate = limits.effective_rate(pool)
+    clients = [quota_client(a if i % 2 else b, limits, max_retries=0) for i in range(8)]
+    duration = 4.0
+    interval = 8 / (3 * rate)  # each client asks at 3x its share of the limit
+    granted = 0
+    denied = 0
+    attempts: list[float] = []
+
+    async def run(client: QuotaClient) -> None:
+        nonlocal granted, denied
+        deadline = time.monotonic() + duration
+        while time.monotonic() < deadline:
+            attempts.append(time.monotonic())
+            try:
+                # critical: only the hard limit applies (normal traffic keeps 5 % headroom by design)
+                await client.take("create_order", max_wait_ms=0)
+                granted += 1
+            except QuotaDenied:
+                denied += 1
+            await asyncio.sleep(interval)
+
+    await asyncio.gather(*(run(c) for c in clients))
+    elapsed = max(attempts) - min(attempts)
+    for client in clients:
+        assert not client.in_fallback
+        await client.aclose()
+    bound = rate * elapsed + pool.burst
+    print(
+        f"\ntwo replicas, 8 clients, 3x demand for {elapsed:.2f}s: granted {granted} of limit {bound:.1f} "
+        f"({granted / bound:.1%}), denied {denied}"
+    )
+    assert granted <= bound
+    assert granted >= 0.95 * bound
+    assert denied > granted  # demand really was above the limit
+
+
+async def test_client_waits_retries_and_reports_penalties(
+    redis_url: str, start_stack: StackFactory, config_dir: Path, limits: RateLimitConfig
+) -> None:
+    base = start(start_stack, redis_url, config_dir).url("ratelimit")
+    client = quota_client(base, limits, max_wait_ms=0, max_retries=5, max_retry_delay_ms=1000)
+    try:
+        async with client.acquire("create_order") as grant:
+            assert grant.remaining == 3 and not grant.fallback
+        for _ in range(3):
+            await client.take("create_order")
+        retried = await client.take("create_order")  # 429 from the service, retried after its advice
+        assert retried.remaining == 0
+        with pytest.raises(NotFound, match="unknown quota endpoint"):
+            await client.take("nope")
+        await client.report_penalty(endpoint="get_candles", retry_after_ms=5000)
+        quota = httpx.get(f"{base}/v1/quota/private").json()
+        assert quota["blocked_until_ms"] is not None
+        with pytest.raises(QuotaDenied) as caught:
+            await client.take("get_candles")
+        assert caught.value.reason == "penalty" and caught.value.retry_after_ms > 4000
+    finally:
+        await client.aclose()
+
+
+async def test_client_falls_back_locally_and_recovers(
+    redis_url: str, start_stack: StackFactory, config_dir: Path, limits: RateLimitConfig
+) -> None:
+    stack = start(start_stack, redis_url, config_dir)
+    base = stack.url("ratelimit")
+    client = quota_client(base, limits, max_wait_ms=0, probe_s=0.2)
+    try:
+        assert not (await client.take("create_order")).fallback
+        stack.stop()
+        first = await client.take("create_order")
+        assert first.fallback and client.in_fallback
+        assert client.metrics.fallback._value.get() == 1
+        # never unlimited: the local share is rate / expected_replicas = 9/s with the pool's burst of 4
+        granted = 1
+        for _ in range(20):
+            try:
+                await client.take("create_order")
+                granted += 1
+            except QuotaDenied:
+                break
+        assert granted <= 4
+        stack.start(["ratelimit"])
+        stack.wait_ready()
+        await asyncio.sleep(0.25)
+        recovered = await client.take("get_candles", max_wait_ms=1000)
+        assert not recovered.fallback and not client.in_fallback
+        assert client.metrics.fallback._value.get() == 0
+    finally:
+        await client.aclose()
+
+
+async def test_redis_outage_is_503_then_recovers_without_restart(
+    private_redis: RedisServer, start_stack: StackFactory, config_dir: Path, limits: RateLimitConfig
+) -> None:
+    stack = start(start_stack, private_redis.url, config_dir)
+    base = stack.url("ratelimit")
+    client = quota_client(base, limits, max_wait_ms=0, probe_s=0.2)
+    try:
+        assert acquire(base, endpoint="create_order").status_code == 200
+        private_redis.stop()
+        down = acquire(base, endpoint="create_order")
+        assert down.status_code == 503
+        assert down.json()["details"]["component"] == "redis"
+        assert (await client.take("create_order")).fallback
+        private_redis.start()
+        deadline = time.monotonic() + 15
+        while acquire(base, endpoint="get_candles").status_code != 200:
+            assert time.monotonic() < deadline, "service did not recover after Redis came back"
+            time.sleep(0.1)
+        await asyncio.sleep(0.25)
+        assert not (await client.take("get_candles", max_wait_ms=1000)).fallback
+        assert stack.processes["ratelimit"].poll() is None
+    finally:
+        await client.aclose()
