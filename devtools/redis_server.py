@@ -10,6 +10,8 @@ from pathlib import Path
 
 import redis
 
+from devtools.process import stop_process
+
 
 def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
     """True when a Redis server answers PING at this URL."""
@@ -95,13 +97,7 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if self.process.stderr:
             self.process.stderr.close()
         self.process = None

@@ -14,6 +14,8 @@ from typing import BinaryIO
 import httpx
 from honcho.environ import parse_procfile
 
+from devtools.process import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 PROCFILE = ROOT / "Procfile"
 
@@ -120,11 +122,7 @@ class Stack:
             if process.poll() is None:
                 process.terminate()
         for process in self.processes.values():
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout_s=15)
         self.processes.clear()
         for log in self._logs:
             log.close()

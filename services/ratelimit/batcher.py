@@ -25,12 +25,26 @@ class ScriptBatcher:
         self._flushing = False
 
     async def call(self, keys: tuple[str, ...], args: list[str]) -> Any:
+        if not self._flushing:
+            # Nothing in flight: go straight out, and let calls arriving meanwhile queue behind this one.
+            self._flushing = True
+            try:
+                return await self._single(keys, args)
+            finally:
+                if self._pending:
+                    asyncio.get_running_loop().create_task(self._flush())
+                else:
+                    self._flushing = False
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((keys, args, future))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
         return await future
+
+    async def _single(self, keys: tuple[str, ...], args: list[str]) -> Any:
+        try:
+            return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.redis.script_load(self.script)
+            return await self.redis.evalsha(self.sha, len(keys), *keys, *args)
 
     async def _flush(self) -> None:
         try:

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.ratelimit` measures the quota service against its Redis floor."""
