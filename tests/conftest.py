@@ -1,16 +1,17 @@
-"""Fixtures shared by every test: a Redis to talk to, a private key prefix per test, free ports."""
+"""Fixtures shared by every test: a Redis, a key prefix per test, and services started as `make run` does."""
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from devtools.redis_server import RedisServer, free_port, redis_answers
+from devtools.stack import CONTRACT_PORTS, Stack
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -72,3 +73,32 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+StackFactory = Callable[..., Stack]
+
+
+@pytest.fixture
+def start_stack(tmp_path: Path, key_prefix: str) -> Iterator[StackFactory]:
+    """Start some or all services on free ports against a Redis, with this test's key prefix."""
+    stacks: list[Stack] = []
+
+    def start(
+        redis_url: str, names: list[str] | None = None, extra_env: dict[str, str] | None = None, ready: bool = True
+    ) -> Stack:
+        ports = {name: free_port() for name in CONTRACT_PORTS}
+        stack = Stack(
+            ports=ports,
+            redis_url=redis_url,
+            extra_env={"KEY_PREFIX": key_prefix} | (extra_env or {}),
+            log_dir=tmp_path / f"logs{len(stacks)}",
+        )
+        stacks.append(stack)
+        stack.start(names)
+        if ready:
+            stack.wait_ready()
+        return stack
+
+    yield start
+    for stack in stacks:
+        stack.stop()

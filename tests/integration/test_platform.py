@@ -9,7 +9,7 @@ import pytest
 
 from devtools.redis_server import RedisServer
 from devtools.stack import CONTRACT_PORTS
-from tests.integration.conftest import StackFactory
+from tests.conftest import StackFactory
 
 pytestmark = pytest.mark.integration
 

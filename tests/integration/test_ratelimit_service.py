@@ -18,7 +18,7 @@ from shared.errors import NotFound
 from shared.quota import QuotaClient, QuotaDenied
 from shared.ratelimits import RateLimitConfig
 from shared.settings import DEV_API_TOKEN, load_settings
-from tests.integration.conftest import StackFactory
+from tests.conftest import StackFactory
 
 pytestmark = pytest.mark.integration
 
