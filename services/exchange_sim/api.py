@@ -1,19 +1,417 @@
-"""Coinbase Advanced Trade paths served by the simulator."""
+"""Coinbase Advanced Trade paths served by the simulator, plus its own /sim controls."""
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from services.exchange_sim.auth import JwtRejected, verify_jwt
+from services.exchange_sim.exchange import SimExchange
+from services.exchange_sim.faults import Fault
+from services.exchange_sim.market import GRANULARITIES
+from services.exchange_sim.matching import BadOrderRequest
+from services.exchange_sim.runtime import SimRuntime
+from services.exchange_sim.settings import Faults
+from services.exchange_sim.views import (
+    account_json,
+    candle_json,
+    fill_json,
+    level,
+    order_json,
+    product_json,
+    rfc3339,
+    trade_json,
+)
+
+MAX_CANDLES = 350
+TIMEOUT_FAULT_S = 30.0
+HTML_429 = b"<html><head><title>429 Too Many Requests</title></head><body><h1>Too Many Requests</h1></body></html>"
+MALFORMED = b'{"products": [{"product_id": "BTC-USD", "price": '
+
+
+class CoinbaseError(Exception):
+    """An error answered in Coinbase's shape: {"error", "message", "error_details"}."""
+
+    def __init__(self, status: int, error: str, message: str, *, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body = {"error": self.error, "message": self.message, "error_details": self.message}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class RawAnswer(Exception):
+    """A fault answered as raw bytes (an HTML 429 page, a truncated JSON body)."""
+
+    def __init__(self, status: int, body: bytes, media_type: str):
+        super().__init__(status)
+        self.status = status
+        self.body = body
+        self.media_type = media_type
+
+
+def runtime(request: Request) -> SimRuntime:
+    return request.app.state.sim
+
+
+def exchange(request: Request) -> SimExchange:
+    return request.app.state.sim.exchange
+
+
+RuntimeDep = Annotated[SimRuntime, Depends(runtime)]
+ExchangeDep = Annotated[SimExchange, Depends(exchange)]
+
+
+async def _inject_faults(sim: SimRuntime) -> None:
+    delay = sim.faults.latency_s()
+    if delay:
+        await asyncio.sleep(delay)
+    fault = sim.faults.pick()
+    if fault is None:
+        return
+    sim.metrics.faults.labels(fault.value).inc()
+    if fault is Fault.ERROR_5XX:
+        raise CoinbaseError(503, "UNAVAILABLE", "injected fault: the service is unavailable")
+    if fault is Fault.TIMEOUT:
+        await asyncio.sleep(TIMEOUT_FAULT_S)
+        raise CoinbaseError(504, "DEADLINE_EXCEEDED", "injected fault: the request timed out")
+    if fault is Fault.HTML_429:
+        raise RawAnswer(429, HTML_429, "text/html")
+    raise RawAnswer(200, MALFORMED, "application/json")
+
+
+def _throttle(sim: SimRuntime, *, private: bool, key: str, response: Response) -> None:
+    window = sim.private_window if private else sim.public_window
+    result = window.hit(key, time.monotonic())
+    headers = {
+        "x-ratelimit-limit": str(result.limit),
+        "x-ratelimit-remaining": str(result.remaining),
+        "x-ratelimit-reset": str(math.ceil(time.time() + result.reset_s)),
+    }
+    if not result.allowed:
+        headers["Retry-After"] = str(max(1, math.ceil(result.reset_s)))
+        raise CoinbaseError(
+            429,
+            "rate_limit_exceeded",
+            "Too many requests",
+            headers=headers if private else {"Retry-After": headers["Retry-After"]},
+        )
+    if private:
+        response.headers.update(headers)
+
+
+async def public_call(request: Request, response: Response, sim: RuntimeDep) -> None:
+    """Faults, then Coinbase's public limit: per client IP."""
+    await _inject_faults(sim)
+    _throttle(sim, private=False, key=request.client.host if request.client else "unknown", response=response)
+
+
+async def private_call(request: Request, response: Response, sim: RuntimeDep) -> str:
+    """Faults, the CDP JWT, then Coinbase's private limit: per API key. Returns the key name."""
+    await _inject_faults(sim)
+    try:
+        key = verify_jwt(
+            request.headers.get("authorization"),
+            method=request.method,
+            host=request.headers.get("host", ""),
+            path=request.url.path,
+            now=time.time(),
+            public_key_pem=sim.config.jwt_public_key,
+        )
+    except JwtRejected as exc:
+        raise CoinbaseError(401, "UNAUTHENTICATED", str(exc)) from None
+    _throttle(sim, private=True, key=key, response=response)
+    return key
+
+
+Public = [Depends(public_call)]
+Private = [Depends(private_call)]
+ProductIds = Annotated[list[str] | None, Query()]
 
 router = APIRouter(prefix="/api/v3/brokerage", tags=["coinbase"])
 
 
-@router.get("/time", summary="Server time, as Coinbase's GET /api/v3/brokerage/time")
+@router.get("/time", name="server_time", dependencies=Public, summary="Server time")
 async def server_time() -> dict[str, str]:
     now = time.time()
+    return {"iso": rfc3339(now), "epochSeconds": str(int(now)), "epochMillis": str(int(now * 1000))}
+
+
+def _list_products(
+    sim: SimExchange, limit: int | None, offset: int, product_type: str | None, product_ids: list[str] | None
+) -> dict[str, Any]:
+    products = sim.catalog
+    if product_ids:
+        wanted = set(product_ids)
+        products = [p for p in products if p.product_id in wanted]
+    if product_type and product_type.upper() != "SPOT":
+        products = []
+    page = products[offset : offset + limit if limit else None]
+    now = sim.clock.now()
+    has_next = bool(limit) and offset + len(page) < len(products)
     return {
-        "iso": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",
-        "epochSeconds": str(int(now)),
-        "epochMillis": str(int(now * 1000)),
+        "products": [product_json(p, sim.market, now) for p in page],
+        "num_products": len(products),
+        "pagination": {
+            "prev_cursor": str(max(offset - (limit or 0), 0)) if offset else "",
+            "next_cursor": str(offset + len(page)) if has_next else "",
+            "has_next": has_next,
+            "has_prev": offset > 0,
+        },
     }
+
+
+@router.get("/market/products", name="list_products", dependencies=Public, summary="List products (public)")
+@router.get("/products", name="list_products", dependencies=Private, summary="List products")
+async def list_products(
+    sim: ExchangeDep,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    product_type: str | None = None,
+    product_ids: ProductIds = None,
+) -> dict[str, Any]:
+    return _list_products(sim, limit, offset, product_type, product_ids)
+
+
+def _product(sim: SimExchange, product_id: str) -> Any:
+    product = sim.products.get(product_id)
+    if product is None:
+        raise CoinbaseError(404, "NOT_FOUND", f"Product {product_id} not supported")
+    return product
+
+
+@router.get("/market/products/{product_id}", name="get_product", dependencies=Public, summary="Get product (public)")
+@router.get("/products/{product_id}", name="get_product", dependencies=Private, summary="Get product")
+async def get_product(product_id: str, sim: ExchangeDep) -> dict[str, Any]:
+    return product_json(_product(sim, product_id), sim.market, sim.clock.now())
+
+
+def _seconds(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise CoinbaseError(400, "INVALID_ARGUMENT", f"{name} must be Unix seconds, got {value!r}") from None
+
+
+@router.get(
+    "/market/products/{product_id}/candles", name="get_candles", dependencies=Public, summary="Candles (public)"
+)
+@router.get("/products/{product_id}/candles", name="get_candles", dependencies=Private, summary="Candles")
+async def get_candles(
+    product_id: str, sim: ExchangeDep, start: str, end: str, granularity: str, limit: int | None = None
+) -> dict[str, Any]:
+    product = _product(sim, product_id)
+    if granularity not in GRANULARITIES:
+        raise CoinbaseError(
+            400, "INVALID_ARGUMENT", f"granularity {granularity!r} must be one of {list(GRANULARITIES)}"
+        )
+    first, last = _seconds(start, "start"), _seconds(end, "end")
+    seconds = GRANULARITIES[granularity]
+    count = (last - first) // seconds
+    if last < first or count > MAX_CANDLES or (limit is not None and not 0 < limit <= MAX_CANDLES):
+        raise CoinbaseError(
+            400,
+            "INVALID_ARGUMENT",
+            f"start and end argument is invalid - number of candles requested should be less than {MAX_CANDLES}",
+        )
+    candles = sim.market.candles(product_id, start=first, end=last, granularity=granularity, now=sim.clock.now())
+    if limit is not None:
+        candles = candles[:limit]
+    return {"candles": [candle_json(c, product) for c in candles]}
+
+
+@router.get("/best_bid_ask", name="best_bid_ask", dependencies=Private, summary="Best bid and ask of many products")
+async def best_bid_ask(sim: ExchangeDep, product_ids: ProductIds = None) -> dict[str, Any]:
+    now = sim.clock.now()
+    products = [_product(sim, p) for p in product_ids] if product_ids else sim.catalog
+    books = []
+    for product in products:
+        bid, ask = sim.touch(product, now)
+        size = product.volume * 2
+        books.append(
+            {
+                "product_id": product.product_id,
+                "bids": [level(bid, size, product)],
+                "asks": [level(ask, size, product)],
+                "time": rfc3339(now),
+            }
+        )
+    return {"pricebooks": books}
+
+
+@router.get(
+    "/market/products/{product_id}/ticker", name="market_trades", dependencies=Public, summary="Trades (public)"
+)
+@router.get("/products/{product_id}/ticker", name="market_trades", dependencies=Private, summary="Market trades")
+async def market_trades(
+    product_id: str, sim: ExchangeDep, limit: Annotated[int, Query(ge=1, le=100)] = 100
+) -> dict[str, Any]:
+    product = _product(sim, product_id)
+    now = sim.clock.now()
+    bid, ask = sim.touch(product, now)
+    return {
+        "trades": [trade_json(t, product) for t in sim.market.trades(product_id, now, limit)],
+        "best_bid": str(bid),
+        "best_ask": str(ask),
+    }
+
+
+@router.post("/orders", name="create_order", dependencies=Private, summary="Create an order")
+async def create_order(request: Request, sim: ExchangeDep, state: RuntimeDep) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.body())
+        result = await sim.place_order(body)
+    except (orjson.JSONDecodeError, BadOrderRequest) as exc:
+        state.metrics.order("rejected", "INVALID_ARGUMENT")
+        raise CoinbaseError(400, "INVALID_ARGUMENT", str(exc)) from None
+    if result.rejected is not None:
+        failure = result.rejected
+        state.metrics.order("rejected", failure.error)
+        return {
+            "success": False,
+            "failure_reason": "UNKNOWN_FAILURE_REASON",
+            "order_id": "",
+            "error_response": {
+                "error": failure.error,
+                "message": failure.message,
+                "error_details": failure.message,
+                "preview_failure_reason": failure.preview,
+                "new_order_failure_reason": failure.error,
+            },
+            "order_configuration": body.get("order_configuration"),
+        }
+    assert result.order is not None
+    order = result.order
+    state.metrics.order("repeated" if result.repeated else ("open" if order.status == "OPEN" else "filled"))
+    return {
+        "success": True,
+        "failure_reason": "UNKNOWN_FAILURE_REASON",
+        "order_id": order.order_id,
+        "success_response": {
+            "order_id": order.order_id,
+            "product_id": order.product_id,
+            "side": order.side,
+            "client_order_id": order.client_order_id,
+            "attached_order_id": "",
+        },
+        "order_configuration": order.configuration,
+    }
+
+
+@router.post("/orders/batch_cancel", name="cancel_orders", dependencies=Private, summary="Cancel orders")
+async def cancel_orders(request: Request, sim: ExchangeDep) -> dict[str, Any]:
+    try:
+        body = orjson.loads(await request.body())
+        order_ids = body["order_ids"]
+        if not isinstance(order_ids, list) or not all(isinstance(i, str) for i in order_ids):
+            raise TypeError
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise CoinbaseError(400, "INVALID_ARGUMENT", 'body must be {"order_ids": ["..."]}') from None
+    results = await sim.cancel_orders(order_ids)
+    return {
+        "results": [
+            {"success": reason is None, "failure_reason": reason or "UNKNOWN_CANCEL_FAILURE_REASON", "order_id": i}
+            for i, reason in results
+        ]
+    }
+
+
+def _page(items: list[Any], limit: int, cursor: str | None) -> tuple[list[Any], bool, str]:
+    try:
+        offset = int(cursor) if cursor else 0
+    except ValueError:
+        raise CoinbaseError(400, "INVALID_ARGUMENT", f"cursor {cursor!r} is not valid") from None
+    page = items[offset : offset + limit]
+    has_next = offset + limit < len(items)
+    return page, has_next, str(offset + limit) if has_next else ""
+
+
+@router.get("/orders/historical/batch", name="list_orders", dependencies=Private, summary="List orders")
+async def list_orders(
+    sim: ExchangeDep,
+    order_ids: ProductIds = None,
+    product_ids: ProductIds = None,
+    order_status: ProductIds = None,
+    client_order_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    orders = [sim.open_orders.get(o.order_id, o) for o in await sim.store.all_orders()]
+    if order_ids:
+        orders = [o for o in orders if o.order_id in set(order_ids)]
+    if product_ids:
+        orders = [o for o in orders if o.product_id in set(product_ids)]
+    if order_status:
+        orders = [o for o in orders if o.status in set(order_status)]
+    if client_order_id:
+        orders = [o for o in orders if o.client_order_id == client_order_id]
+    page, has_next, next_cursor = _page(orders, limit, cursor)
+    return {"orders": [order_json(o) for o in page], "sequence": "0", "has_next": has_next, "cursor": next_cursor}
+
+
+@router.get("/orders/historical/fills", name="list_fills", dependencies=Private, summary="List fills")
+async def list_fills(
+    sim: ExchangeDep,
+    order_ids: ProductIds = None,
+    product_ids: ProductIds = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    fills = await sim.store.all_fills()
+    if order_ids:
+        fills = [f for f in fills if f.order_id in set(order_ids)]
+    if product_ids:
+        fills = [f for f in fills if f.product_id in set(product_ids)]
+    page, _, next_cursor = _page(fills, limit, cursor)
+    return {"fills": [fill_json(f) for f in page], "cursor": next_cursor}
+
+
+@router.get("/orders/historical/{order_id}", name="get_order", dependencies=Private, summary="Get an order")
+async def get_order(order_id: str, sim: ExchangeDep) -> dict[str, Any]:
+    order = await sim.order(order_id)
+    if order is None:
+        raise CoinbaseError(404, "NOT_FOUND", f"order {order_id} not found")
+    return {"order": order_json(order)}
+
+
+@router.get("/accounts", name="accounts", dependencies=Private, summary="List accounts")
+async def accounts(
+    sim: ExchangeDep, state: RuntimeDep, limit: Annotated[int, Query(ge=1, le=250)] = 49, cursor: str | None = None
+) -> dict[str, Any]:
+    currencies = sorted(set(sim.account.balances) | set(sim.account.holds))
+    page, has_next, next_cursor = _page(currencies, limit, cursor)
+    return {
+        "accounts": [account_json(c, sim.account, state.started) for c in page],
+        "has_next": has_next,
+        "cursor": next_cursor,
+        "size": len(page),
+    }
+
+
+sim_router = APIRouter(prefix="/sim", tags=["simulator"])
+
+
+@sim_router.get("/stats", summary="What the simulator saw: requests, 429s, orders, repeated client order ids")
+async def stats(state: RuntimeDep) -> dict[str, Any]:
+    return state.metrics.snapshot()
+
+
+@sim_router.get("/faults", summary="Faults in force")
+async def get_faults(state: RuntimeDep) -> Faults:
+    return state.faults.faults
+
+
+@sim_router.post("/faults", summary="Change the injected faults (token)")
+async def set_faults(body: Faults, state: RuntimeDep) -> Faults:
+    state.faults.faults = body
+    return body

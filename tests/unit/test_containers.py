@@ -37,6 +37,8 @@ CONTRACT_ENV = {
     "TRADING_MODE",
 }
 OPTIONAL_ENV = {"LOG_LEVEL", "KEY_PREFIX"}
+# Variables one service reads on top of the contract.
+SERVICE_ENV = {"exchange_sim": {"SIM_SPEED", "SIM_SEED"}}
 SERVICE_URLS = {
     "RATELIMIT_URL": "http://ratelimit:8001",
     "UNIVERSE_URL": "http://universe:8002",
@@ -105,7 +107,8 @@ def test_app_services_get_exactly_the_contract_environment(compose: dict[str, An
     for name, port in APP_PORTS.items():
         service = compose["services"][name]
         env = service.get("environment") or {}
-        assert set(env) == CONTRACT_ENV | OPTIONAL_ENV, f"{name}: environment names {sorted(env)}"
+        expected = CONTRACT_ENV | OPTIONAL_ENV | SERVICE_ENV.get(name, set())
+        assert set(env) == expected, f"{name}: environment names {sorted(env)}"
         assert env["PORT"] == str(port)
         assert {k: env[k] for k in SERVICE_URLS} == SERVICE_URLS, f"{name} does not point at the compose services"
         assert env["EXCHANGE_API_URL"] == "http://exchange_sim:8010"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from services.exchange_sim.settings import SimSettings
 from services.executor.settings import ExecutorSettings
 from services.ratelimit.settings import RatelimitSettings
 from services.strategy.settings import StrategySettings
@@ -66,6 +67,8 @@ BAD_VALUES = [
     (ExecutorSettings, "risk.yaml", "risk.max_order_quote", 0, "greater than 0"),
     (RatelimitSettings, "ratelimits.yaml", "ratelimit.safety_margin_pct", 100, "less than 100"),
     (RatelimitSettings, "ratelimits.yaml", "ratelimit.pools.private.rate", "fast", "valid number"),
+    (SimSettings, "exchange_sim.yaml", "exchange_sim.fees.taker_pct", "lots", "valid decimal"),
+    (SimSettings, "exchange_sim.yaml", "sim_speed", 0, "greater than 0"),
 ]
 
 
@@ -120,13 +123,21 @@ def test_live_mode_refuses_the_development_token(monkeypatch: pytest.MonkeyPatch
     assert load_settings(StrategySettings).trading_mode == "live"
 
 
-@pytest.mark.parametrize("service", ["ratelimit", "universe", "strategy", "executor"])
+def test_fault_fractions_above_one_are_refused(config_dir: Path) -> None:
+    edit_yaml(config_dir / "exchange_sim.yaml", "exchange_sim.faults.error_5xx_fraction", 0.7)
+    edit_yaml(config_dir / "exchange_sim.yaml", "exchange_sim.faults.timeout_fraction", 0.6)
+    with pytest.raises(ConfigError, match=r"fault fractions add up to 1\.3"):
+        load_settings(SimSettings, config_dir=config_dir)
+
+
+@pytest.mark.parametrize("service", ["ratelimit", "universe", "strategy", "executor", "exchange_sim"])
 def test_service_exits_nonzero_with_one_line_on_bad_config(service: str, config_dir: Path) -> None:
     file, key = {
         "ratelimit": ("ratelimits.yaml", "ratelimit.expected_replicas"),
         "universe": ("universe.yaml", "universe.products_cache_minutes"),
         "strategy": ("policy.yaml", "strategy.cycle_interval_s"),
         "executor": ("risk.yaml", "risk.max_trades_per_hour"),
+        "exchange_sim": ("exchange_sim.yaml", "exchange_sim.products"),
     }[service]
     edit_yaml(config_dir / file, key, "not-a-number")
     result = subprocess.run(

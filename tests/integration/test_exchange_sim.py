@@ -1,0 +1,251 @@
+"""The exchange client against the simulator over real HTTP, with quota from the real ratelimit service."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from prometheus_client import CollectorRegistry
+
+from devtools.stack import Stack
+from services.ratelimit.settings import RatelimitSettings
+from shared.exchange import (
+    ApiKey,
+    AuthError,
+    BadExchangeResponse,
+    ExchangeClient,
+    ExchangeRejected,
+    RateLimited,
+    RetryPolicy,
+)
+from shared.exchange.models import LimitGtc, MarketIoc, OrderConfiguration
+from shared.quota import QuotaClient
+from shared.settings import DEV_API_TOKEN, load_settings
+from tests.conftest import StackFactory
+
+pytestmark = pytest.mark.integration
+
+AUTH = {"Authorization": f"Bearer {DEV_API_TOKEN}"}
+KEY_NAME = "organizations/sim-org/apiKeys/test-key"
+
+
+def pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ).decode()
+
+
+def public_pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+@pytest.fixture
+def signing_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture
+def stack(redis_url: str, start_stack: StackFactory, signing_key: ec.EllipticCurvePrivateKey) -> Stack:
+    return start_stack(
+        redis_url,
+        names=["ratelimit", "exchange_sim"],
+        extra_env={"EXCHANGE_SIM__JWT_PUBLIC_KEY": public_pem(signing_key)},
+    )
+
+
+async def make_client(stack: Stack, key: ec.EllipticCurvePrivateKey, **kwargs: object) -> ExchangeClient:
+    quota = QuotaClient(
+        base_url=stack.url("ratelimit"),
+        token=DEV_API_TOKEN,
+        config=load_settings(RatelimitSettings).ratelimit,
+        client_id="test",
+        registry=CollectorRegistry(),
+    )
+    return ExchangeClient(
+        base_url=stack.url("exchange_sim"),
+        quota=quota,
+        registry=CollectorRegistry(),
+        api_key=ApiKey(KEY_NAME, pem(key)),
+        **kwargs,
+    )
+
+
+@pytest.fixture
+async def client(stack: Stack, signing_key: ec.EllipticCurvePrivateKey) -> AsyncIterator[ExchangeClient]:
+    exchange = await make_client(stack, signing_key)
+    yield exchange
+    await exchange.aclose()
+    await exchange.quota.aclose()
+
+
+def set_faults(stack: Stack, **faults: float) -> None:
+    response = httpx.post(f"{stack.url('exchange_sim')}/sim/faults", json=faults, headers=AUTH)
+    assert response.status_code == 200, response.text
+
+
+def market_buy(product_id: str, quote: str) -> dict[str, object]:
+    return {
+        "client_order_id": str(uuid.uuid4()),
+        "product_id": product_id,
+        "side": "BUY",
+        "configuration": OrderConfiguration(market_market_ioc=MarketIoc(quote_size=Decimal(quote))),
+    }
+
+
+async def test_market_data_calls(client: ExchangeClient) -> None:
+    page = await client.list_products()
+    assert page.num_products >= 250
+    ids = {p.product_id for p in page.products}
+    assert {"BTC-USD", "ETH-USD", "SOL-USD", "BTC-USDC"} <= ids
+    assert {p.quote_currency_id for p in page.products} >= {"USD", "USDC", "EUR", "BTC"}
+    assert any(p.trading_disabled for p in page.products)
+    private = await client.list_products(private=True, limit=5, offset=5)
+    assert len(private.products) == 5
+    btc = await client.get_product("BTC-USD")
+    assert btc.price is not None and btc.price > 0
+
+    now = int((await client.server_time()).epoch_seconds)
+    candles = await client.get_candles("BTC-USD", start=now - 500 * 60, end=now, granularity="ONE_MINUTE")
+    assert 499 <= len(candles) <= 501  # two pages of at most 349
+    assert [c.start for c in candles] == sorted((c.start for c in candles), reverse=True)
+    assert all(c.low <= min(c.open, c.close) and c.high >= max(c.open, c.close) for c in candles)
+
+    books = await client.best_bid_ask(["BTC-USD", "ETH-USD", "SOL-USD"])
+    assert [b.product_id for b in books] == ["BTC-USD", "ETH-USD", "SOL-USD"]
+    assert all(b.bids[0].price < b.asks[0].price for b in books)
+    trades = await client.market_trades("ETH-USD", limit=20)
+    assert len(trades.trades) == 20
+
+
+async def test_orders_fills_and_balances(client: ExchangeClient) -> None:
+    before = {a.currency: a.available_balance.value for a in (await client.accounts()).accounts}
+    order = market_buy("BTC-USD", "100")
+    created = await client.create_order(**order)  # type: ignore[arg-type]
+    assert created.success and created.success_response is not None
+    order_id = created.success_response.order_id
+    placed = await client.get_order(order_id)
+    assert placed.status == "FILLED" and placed.client_order_id == order["client_order_id"]
+    assert placed.total_fees is not None and placed.total_fees > 0
+
+    again = await client.create_order(**order)  # type: ignore[arg-type]
+    assert again.success_response is not None and again.success_response.order_id == order_id
+    listed = await client.list_orders(client_order_id=str(order["client_order_id"]))
+    assert [o.order_id for o in listed.orders] == [order_id]
+
+    fills = (await client.list_fills(order_ids=[order_id])).fills
+    assert len(fills) == 1 and fills[0].liquidity_indicator == "TAKER"
+    after = {a.currency: a.available_balance.value for a in (await client.accounts()).accounts}
+    spent = before["USD"] - after["USD"]
+    assert Decimal("99") < spent <= Decimal("100")
+    assert after["BTC"] - before.get("BTC", Decimal(0)) == fills[0].size
+
+    book = (await client.best_bid_ask(["ETH-USD"]))[0]
+    far_below = (book.bids[0].price * Decimal("0.5")).quantize(Decimal("0.01"))
+    resting = await client.create_order(
+        client_order_id=str(uuid.uuid4()),
+        product_id="ETH-USD",
+        side="BUY",
+        configuration=OrderConfiguration(
+            limit_limit_gtc=LimitGtc(base_size=Decimal("0.01"), limit_price=far_below, post_only=True)
+        ),
+    )
+    assert resting.success_response is not None
+    rest = await client.get_order(resting.success_response.order_id)
+    assert rest.status == "OPEN"
+    held = {a.currency: a.hold.value for a in (await client.accounts()).accounts if a.hold is not None}
+    assert held["USD"] > 0
+
+
+async def test_exchange_refusals_are_coinbase_errors(client: ExchangeClient) -> None:
+    with pytest.raises(ExchangeRejected) as too_big:
+        await client.create_order(**market_buy("BTC-USD", "100000000"))  # type: ignore[arg-type]
+    assert too_big.value.error == "INSUFFICIENT_FUND"
+    with pytest.raises(ExchangeRejected) as precision:
+        await client.create_order(
+            client_order_id=str(uuid.uuid4()),
+            product_id="BTC-USD",
+            side="SELL",
+            configuration=OrderConfiguration(
+                limit_limit_gtc=LimitGtc(base_size=Decimal("0.0000000001"), limit_price=Decimal("90000.00"))
+            ),
+        )
+    assert precision.value.error == "INVALID_SIZE_PRECISION"
+    disabled = next(p for p in (await client.list_products()).products if p.trading_disabled)
+    with pytest.raises(ExchangeRejected) as refused:
+        await client.create_order(**market_buy(disabled.product_id, "10"))  # type: ignore[arg-type]
+    assert refused.value.error == "PRODUCT_TRADING_DISABLED"
+    with pytest.raises(ExchangeRejected) as unknown:
+        await client.get_product("NOPE-USD")
+    assert unknown.value.status == 404 and unknown.value.error == "NOT_FOUND"
+
+
+async def test_jwt_signed_by_another_key_is_refused(stack: Stack) -> None:
+    stranger = await make_client(stack, ec.generate_private_key(ec.SECP256R1()))
+    try:
+        with pytest.raises(AuthError) as refused:
+            await stranger.accounts()
+        assert KEY_NAME in str(refused.value)
+        assert "signature" in str(refused.value)
+        assert (await stranger.list_products(limit=1)).products  # public calls need no JWT
+    finally:
+        await stranger.aclose()
+        await stranger.quota.aclose()
+
+
+def test_private_call_without_jwt_is_401_in_coinbase_shape(stack: Stack) -> None:
+    response = httpx.get(f"{stack.url('exchange_sim')}/api/v3/brokerage/accounts")
+    assert response.status_code == 401
+    assert set(response.json()) == {"error", "message", "error_details"}
+
+
+def test_the_eleventh_public_call_in_a_second_gets_429(stack: Stack) -> None:
+    url = f"{stack.url('exchange_sim')}/api/v3/brokerage/time"
+    with httpx.Client() as raw:
+        time.sleep(1.1)
+        statuses = [raw.get(url).status_code for _ in range(11)]
+        refused = raw.get(url)
+    assert statuses[:10] == [200] * 10
+    assert statuses[10] == 429
+    assert refused.json()["error"] == "rate_limit_exceeded"
+    stats = httpx.get(f"{stack.url('exchange_sim')}/sim/stats").json()
+    assert stats["endpoints"]["server_time"]["rate_limited"] >= 2
+
+
+async def test_faults_retried_html_429_penalized_malformed_named(stack: Stack, client: ExchangeClient) -> None:
+    client.retry = RetryPolicy(max_attempts=8, base_delay_s=0.01, max_delay_s=0.05, budget_s=5)
+    set_faults(stack, error_5xx_fraction=0.5)
+    for _ in range(5):
+        await client.accounts()  # half the answers are 503: each call still succeeds by retrying
+    set_faults(stack, html_429_fraction=1.0)
+    with pytest.raises(RateLimited):
+        await client.accounts()
+    quota = httpx.get(f"{stack.url('ratelimit')}/v1/quota/private").json()
+    assert quota["blocked_until_ms"] is not None  # the 429 closed the pool for every client
+    set_faults(stack, malformed_json_fraction=1.0)
+    with pytest.raises(BadExchangeResponse):
+        await client.list_products(limit=1)
+    set_faults(stack)
+    stats = httpx.get(f"{stack.url('exchange_sim')}/sim/stats").json()
+    assert stats["endpoints"]["accounts"]["requests"] >= 6
+
+
+def test_same_seed_same_market(redis_url: str, start_stack: StackFactory) -> None:
+    first = start_stack(redis_url, names=["exchange_sim"])
+    second = start_stack(redis_url, names=["exchange_sim"])
+    now = int(time.time())
+    start = now - now % 3600 - 48 * 3600
+    params = {"start": str(start), "end": str(start + 24 * 3600), "granularity": "ONE_HOUR"}
+    path = "/api/v3/brokerage/market/products/ETH-USD/candles"
+    a = httpx.get(f"{first.url('exchange_sim')}{path}", params=params).json()
+    b = httpx.get(f"{second.url('exchange_sim')}{path}", params=params).json()
+    assert len(a["candles"]) == 24 and a == b
