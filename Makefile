@@ -37,6 +37,7 @@ check: venv
 
 bench: venv
 	$(PY) -m bench.ratelimit
+	$(PY) -m bench.exchange
 
 lint: venv
 	$(VENV)/bin/ruff check .

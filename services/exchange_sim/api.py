@@ -8,7 +8,7 @@ import time
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from services.exchange_sim.auth import JwtRejected, verify_jwt
@@ -20,7 +20,7 @@ from services.exchange_sim.runtime import SimRuntime
 from services.exchange_sim.settings import Faults
 from services.exchange_sim.views import (
     account_json,
-    candle_json,
+    candles_json,
     fill_json,
     level,
     order_json,
@@ -90,7 +90,7 @@ async def _inject_faults(sim: SimRuntime) -> None:
     raise RawAnswer(200, MALFORMED, "application/json")
 
 
-def _throttle(sim: SimRuntime, *, private: bool, key: str, response: Response) -> None:
+def _throttle(sim: SimRuntime, *, private: bool, key: str, request: Request) -> None:
     window = sim.private_window if private else sim.public_window
     result = window.hit(key, time.monotonic())
     headers = {
@@ -107,16 +107,17 @@ def _throttle(sim: SimRuntime, *, private: bool, key: str, response: Response) -
             headers=headers if private else {"Retry-After": headers["Retry-After"]},
         )
     if private:
-        response.headers.update(headers)
+        # CallRecorder adds them to the answer, whatever the route returns
+        request.state.ratelimit_headers = headers
 
 
-async def public_call(request: Request, response: Response, sim: RuntimeDep) -> None:
+async def public_call(request: Request, sim: RuntimeDep) -> None:
     """Faults, then Coinbase's public limit: per client IP."""
     await _inject_faults(sim)
-    _throttle(sim, private=False, key=request.client.host if request.client else "unknown", response=response)
+    _throttle(sim, private=False, key=request.client.host if request.client else "unknown", request=request)
 
 
-async def private_call(request: Request, response: Response, sim: RuntimeDep) -> str:
+async def private_call(request: Request, sim: RuntimeDep) -> str:
     """Faults, the CDP JWT, then Coinbase's private limit: per API key. Returns the key name."""
     await _inject_faults(sim)
     try:
@@ -127,10 +128,11 @@ async def private_call(request: Request, response: Response, sim: RuntimeDep) ->
             path=request.url.path,
             now=time.time(),
             public_key_pem=sim.config.jwt_public_key,
+            nonces=sim.nonces,
         )
     except JwtRejected as exc:
         raise CoinbaseError(401, "UNAUTHENTICATED", str(exc)) from None
-    _throttle(sim, private=True, key=key, response=response)
+    _throttle(sim, private=True, key=key, request=request)
     return key
 
 
@@ -138,13 +140,21 @@ Public = [Depends(public_call)]
 Private = [Depends(private_call)]
 ProductIds = Annotated[list[str] | None, Query()]
 
-router = APIRouter(prefix="/api/v3/brokerage", tags=["coinbase"])
+
+class CoinbaseJSON(JSONResponse):
+    """orjson straight from the route: FastAPI's encoder costs more than the market data on big answers."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+router = APIRouter(prefix="/api/v3/brokerage", tags=["coinbase"], default_response_class=CoinbaseJSON)
 
 
 @router.get("/time", name="server_time", dependencies=Public, summary="Server time")
-async def server_time() -> dict[str, str]:
+async def server_time() -> CoinbaseJSON:
     now = time.time()
-    return {"iso": rfc3339(now), "epochSeconds": str(int(now)), "epochMillis": str(int(now * 1000))}
+    return CoinbaseJSON({"iso": rfc3339(now), "epochSeconds": str(int(now)), "epochMillis": str(int(now * 1000))})
 
 
 def _list_products(
@@ -179,8 +189,8 @@ async def list_products(
     offset: Annotated[int, Query(ge=0)] = 0,
     product_type: str | None = None,
     product_ids: ProductIds = None,
-) -> dict[str, Any]:
-    return _list_products(sim, limit, offset, product_type, product_ids)
+) -> CoinbaseJSON:
+    return CoinbaseJSON(_list_products(sim, limit, offset, product_type, product_ids))
 
 
 def _product(sim: SimExchange, product_id: str) -> Any:
@@ -192,8 +202,8 @@ def _product(sim: SimExchange, product_id: str) -> Any:
 
 @router.get("/market/products/{product_id}", name="get_product", dependencies=Public, summary="Get product (public)")
 @router.get("/products/{product_id}", name="get_product", dependencies=Private, summary="Get product")
-async def get_product(product_id: str, sim: ExchangeDep) -> dict[str, Any]:
-    return product_json(_product(sim, product_id), sim.market, sim.clock.now())
+async def get_product(product_id: str, sim: ExchangeDep) -> CoinbaseJSON:
+    return CoinbaseJSON(product_json(_product(sim, product_id), sim.market, sim.clock.now()))
 
 
 def _seconds(value: str, name: str) -> int:
@@ -209,7 +219,7 @@ def _seconds(value: str, name: str) -> int:
 @router.get("/products/{product_id}/candles", name="get_candles", dependencies=Private, summary="Candles")
 async def get_candles(
     product_id: str, sim: ExchangeDep, start: str, end: str, granularity: str, limit: int | None = None
-) -> dict[str, Any]:
+) -> CoinbaseJSON:
     product = _product(sim, product_id)
     if granularity not in GRANULARITIES:
         raise CoinbaseError(
@@ -227,11 +237,11 @@ async def get_candles(
     candles = sim.market.candles(product_id, start=first, end=last, granularity=granularity, now=sim.clock.now())
     if limit is not None:
         candles = candles[:limit]
-    return {"candles": [candle_json(c, product) for c in candles]}
+    return CoinbaseJSON({"candles": candles_json(candles, product)})
 
 
 @router.get("/best_bid_ask", name="best_bid_ask", dependencies=Private, summary="Best bid and ask of many products")
-async def best_bid_ask(sim: ExchangeDep, product_ids: ProductIds = None) -> dict[str, Any]:
+async def best_bid_ask(sim: ExchangeDep, product_ids: ProductIds = None) -> CoinbaseJSON:
     now = sim.clock.now()
     products = [_product(sim, p) for p in product_ids] if product_ids else sim.catalog
     books = []
@@ -246,7 +256,7 @@ async def best_bid_ask(sim: ExchangeDep, product_ids: ProductIds = None) -> dict
                 "time": rfc3339(now),
             }
         )
-    return {"pricebooks": books}
+    return CoinbaseJSON({"pricebooks": books})
 
 
 @router.get(
@@ -255,19 +265,21 @@ async def best_bid_ask(sim: ExchangeDep, product_ids: ProductIds = None) -> dict
 @router.get("/products/{product_id}/ticker", name="market_trades", dependencies=Private, summary="Market trades")
 async def market_trades(
     product_id: str, sim: ExchangeDep, limit: Annotated[int, Query(ge=1, le=100)] = 100
-) -> dict[str, Any]:
+) -> CoinbaseJSON:
     product = _product(sim, product_id)
     now = sim.clock.now()
     bid, ask = sim.touch(product, now)
-    return {
-        "trades": [trade_json(t, product) for t in sim.market.trades(product_id, now, limit)],
-        "best_bid": str(bid),
-        "best_ask": str(ask),
-    }
+    return CoinbaseJSON(
+        {
+            "trades": [trade_json(t, product) for t in sim.market.trades(product_id, now, limit)],
+            "best_bid": str(bid),
+            "best_ask": str(ask),
+        }
+    )
 
 
 @router.post("/orders", name="create_order", dependencies=Private, summary="Create an order")
-async def create_order(request: Request, sim: ExchangeDep, state: RuntimeDep) -> dict[str, Any]:
+async def create_order(request: Request, sim: ExchangeDep, state: RuntimeDep) -> CoinbaseJSON:
     try:
         body = orjson.loads(await request.body())
         result = await sim.place_order(body)
@@ -277,39 +289,43 @@ async def create_order(request: Request, sim: ExchangeDep, state: RuntimeDep) ->
     if result.rejected is not None:
         failure = result.rejected
         state.metrics.order("rejected", failure.error)
-        return {
-            "success": False,
-            "failure_reason": "UNKNOWN_FAILURE_REASON",
-            "order_id": "",
-            "error_response": {
-                "error": failure.error,
-                "message": failure.message,
-                "error_details": failure.message,
-                "preview_failure_reason": failure.preview,
-                "new_order_failure_reason": failure.error,
-            },
-            "order_configuration": body.get("order_configuration"),
-        }
+        return CoinbaseJSON(
+            {
+                "success": False,
+                "failure_reason": "UNKNOWN_FAILURE_REASON",
+                "order_id": "",
+                "error_response": {
+                    "error": failure.error,
+                    "message": failure.message,
+                    "error_details": failure.message,
+                    "preview_failure_reason": failure.preview,
+                    "new_order_failure_reason": failure.error,
+                },
+                "order_configuration": body.get("order_configuration"),
+            }
+        )
     assert result.order is not None
     order = result.order
     state.metrics.order("repeated" if result.repeated else ("open" if order.status == "OPEN" else "filled"))
-    return {
-        "success": True,
-        "failure_reason": "UNKNOWN_FAILURE_REASON",
-        "order_id": order.order_id,
-        "success_response": {
+    return CoinbaseJSON(
+        {
+            "success": True,
+            "failure_reason": "UNKNOWN_FAILURE_REASON",
             "order_id": order.order_id,
-            "product_id": order.product_id,
-            "side": order.side,
-            "client_order_id": order.client_order_id,
-            "attached_order_id": "",
-        },
-        "order_configuration": order.configuration,
-    }
+            "success_response": {
+                "order_id": order.order_id,
+                "product_id": order.product_id,
+                "side": order.side,
+                "client_order_id": order.client_order_id,
+                "attached_order_id": "",
+            },
+            "order_configuration": order.configuration,
+        }
+    )
 
 
 @router.post("/orders/batch_cancel", name="cancel_orders", dependencies=Private, summary="Cancel orders")
-async def cancel_orders(request: Request, sim: ExchangeDep) -> dict[str, Any]:
+async def cancel_orders(request: Request, sim: ExchangeDep) -> CoinbaseJSON:
     try:
         body = orjson.loads(await request.body())
         order_ids = body["order_ids"]
@@ -318,12 +334,14 @@ async def cancel_orders(request: Request, sim: ExchangeDep) -> dict[str, Any]:
     except (orjson.JSONDecodeError, KeyError, TypeError):
         raise CoinbaseError(400, "INVALID_ARGUMENT", 'body must be {"order_ids": ["..."]}') from None
     results = await sim.cancel_orders(order_ids)
-    return {
-        "results": [
-            {"success": reason is None, "failure_reason": reason or "UNKNOWN_CANCEL_FAILURE_REASON", "order_id": i}
-            for i, reason in results
-        ]
-    }
+    return CoinbaseJSON(
+        {
+            "results": [
+                {"success": reason is None, "failure_reason": reason or "UNKNOWN_CANCEL_FAILURE_REASON", "order_id": i}
+                for i, reason in results
+            ]
+        }
+    )
 
 
 def _page(items: list[Any], limit: int, cursor: str | None) -> tuple[list[Any], bool, str]:
@@ -345,7 +363,7 @@ async def list_orders(
     client_order_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
-) -> dict[str, Any]:
+) -> CoinbaseJSON:
     orders = [sim.open_orders.get(o.order_id, o) for o in await sim.store.all_orders()]
     if order_ids:
         orders = [o for o in orders if o.order_id in set(order_ids)]
@@ -356,7 +374,9 @@ async def list_orders(
     if client_order_id:
         orders = [o for o in orders if o.client_order_id == client_order_id]
     page, has_next, next_cursor = _page(orders, limit, cursor)
-    return {"orders": [order_json(o) for o in page], "sequence": "0", "has_next": has_next, "cursor": next_cursor}
+    return CoinbaseJSON(
+        {"orders": [order_json(o) for o in page], "sequence": "0", "has_next": has_next, "cursor": next_cursor}
+    )
 
 
 @router.get("/orders/historical/fills", name="list_fills", dependencies=Private, summary="List fills")
@@ -366,36 +386,38 @@ async def list_fills(
     product_ids: ProductIds = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
-) -> dict[str, Any]:
+) -> CoinbaseJSON:
     fills = await sim.store.all_fills()
     if order_ids:
         fills = [f for f in fills if f.order_id in set(order_ids)]
     if product_ids:
         fills = [f for f in fills if f.product_id in set(product_ids)]
     page, _, next_cursor = _page(fills, limit, cursor)
-    return {"fills": [fill_json(f) for f in page], "cursor": next_cursor}
+    return CoinbaseJSON({"fills": [fill_json(f) for f in page], "cursor": next_cursor})
 
 
 @router.get("/orders/historical/{order_id}", name="get_order", dependencies=Private, summary="Get an order")
-async def get_order(order_id: str, sim: ExchangeDep) -> dict[str, Any]:
+async def get_order(order_id: str, sim: ExchangeDep) -> CoinbaseJSON:
     order = await sim.order(order_id)
     if order is None:
         raise CoinbaseError(404, "NOT_FOUND", f"order {order_id} not found")
-    return {"order": order_json(order)}
+    return CoinbaseJSON({"order": order_json(order)})
 
 
 @router.get("/accounts", name="accounts", dependencies=Private, summary="List accounts")
 async def accounts(
     sim: ExchangeDep, state: RuntimeDep, limit: Annotated[int, Query(ge=1, le=250)] = 49, cursor: str | None = None
-) -> dict[str, Any]:
+) -> CoinbaseJSON:
     currencies = sorted(set(sim.account.balances) | set(sim.account.holds))
     page, has_next, next_cursor = _page(currencies, limit, cursor)
-    return {
-        "accounts": [account_json(c, sim.account, state.started) for c in page],
-        "has_next": has_next,
-        "cursor": next_cursor,
-        "size": len(page),
-    }
+    return CoinbaseJSON(
+        {
+            "accounts": [account_json(c, sim.account, state.started) for c in page],
+            "has_next": has_next,
+            "cursor": next_cursor,
+            "size": len(page),
+        }
+    )
 
 
 sim_router = APIRouter(prefix="/sim", tags=["simulator"])

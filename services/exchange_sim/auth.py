@@ -3,6 +3,7 @@ when a public key is configured."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -17,8 +18,31 @@ class JwtRejected(Exception):
     """Why a private call is unauthenticated (answered 401)."""
 
 
+@dataclass
+class NonceRegistry:
+    """Coinbase wants a new JWT for every request: a nonce seen before, while its JWT lives, is a replay."""
+
+    seen: dict[str, float] = field(default_factory=dict)
+    next_prune: float = 0.0
+
+    def check(self, nonce: str, *, exp: float, now: float) -> None:
+        if now >= self.next_prune:
+            self.seen = {n: e for n, e in self.seen.items() if e > now - CLOCK_SKEW_S}
+            self.next_prune = now + 1.0
+        if nonce in self.seen:
+            raise JwtRejected("JWT replayed: its nonce was used before; make a new JWT for every request")
+        self.seen[nonce] = exp
+
+
 def verify_jwt(
-    authorization: str | None, *, method: str, host: str, path: str, now: float, public_key_pem: str | None
+    authorization: str | None,
+    *,
+    method: str,
+    host: str,
+    path: str,
+    now: float,
+    public_key_pem: str | None,
+    nonces: NonceRegistry | None = None,
 ) -> str:
     """Return the key name (`sub`) of a valid `Authorization: Bearer <jwt>`, else raise JwtRejected."""
     if not authorization or not authorization.startswith("Bearer "):
@@ -36,6 +60,8 @@ def verify_jwt(
         raise JwtRejected("JWT header has no nonce")
     claims = _claims(token, header["alg"], public_key_pem)
     _check_claims(claims, header=header, method=method, host=host, path=path, now=now)
+    if nonces is not None:
+        nonces.check(str(header["nonce"]), exp=claims["exp"], now=now)
     return str(claims["sub"])
 
 

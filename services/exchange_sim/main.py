@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.exchange_sim.api import CoinbaseError, RawAnswer, router, sim_router
+from services.exchange_sim.auth import NonceRegistry
 from services.exchange_sim.clock import SimClock
 from services.exchange_sim.exchange import SimExchange
 from services.exchange_sim.faults import FaultInjector
@@ -36,7 +37,8 @@ MATCH_INTERVAL_S = 0.5
 
 
 class CallRecorder:
-    """Counts every Coinbase API call by endpoint and status, including the ones refused before the route ran."""
+    """Counts every Coinbase API call by endpoint and status (the ones refused before the route ran too), and
+    adds the x-ratelimit headers that private calls carry."""
 
     def __init__(self, app: ASGIApp, metrics: SimMetrics):
         self.app = app
@@ -53,6 +55,12 @@ class CallRecorder:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                extra = scope.get("state", {}).get("ratelimit_headers")
+                if extra:
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        *((k.encode(), v.encode()) for k, v in extra.items()),
+                    ]
             await send(message)
 
         try:
@@ -92,6 +100,7 @@ def create_app(settings: SimSettings | None = None, registry: CollectorRegistry 
             public_window=SlidingWindow(config.rate_limits.public_per_s),
             private_window=SlidingWindow(config.rate_limits.private_per_s),
             started=time.time(),
+            nonces=NonceRegistry() if config.reject_replayed_jwt else None,
         )
         matcher = asyncio.create_task(match_forever(sim))
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.exchange_sim.auth import NonceRegistry
 from services.exchange_sim.exchange import SimExchange
 from services.exchange_sim.faults import FaultInjector
 from services.exchange_sim.metrics import SimMetrics
@@ -20,3 +21,4 @@ class SimRuntime:
     public_window: SlidingWindow
     private_window: SlidingWindow
     started: float
+    nonces: NonceRegistry | None

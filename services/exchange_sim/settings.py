@@ -52,6 +52,7 @@ class SimConfig(BaseModel):
     starting_balances: dict[str, Decimal] = Field(default_factory=lambda: {"USD": Decimal(10_000)})
     rate_limits: SimRateLimits = SimRateLimits()
     jwt_public_key: str | None = None
+    reject_replayed_jwt: bool = True
     faults: Faults = Faults()
 
 

@@ -24,7 +24,10 @@ def rfc3339(ts: float | None) -> str:
 
 
 def num(value: float | Decimal, step: Decimal | None = None) -> str:
-    """A decimal string, on `step` when given; never scientific notation."""
+    """A decimal string, on `step` (a power of ten) when given; never scientific notation."""
+    if step is not None and isinstance(value, float):
+        # float formatting is ten times faster than Decimal quantizing, and answers hold hundreds of numbers
+        return f"{value:.{decimals(step)}f}"
     d = value if isinstance(value, Decimal) else Decimal(repr(value))
     if step is not None:
         d = d.quantize(step, rounding=ROUND_HALF_EVEN)
@@ -77,16 +80,24 @@ def product_json(product: ProductSpec, market: Market, now: float) -> dict[str, 
     }
 
 
-def candle_json(candle: Candle, product: ProductSpec) -> dict[str, str]:
-    step = product.quote_increment
-    return {
-        "start": str(candle.start),
-        "low": num(candle.low, step),
-        "high": num(candle.high, step),
-        "open": num(candle.open, step),
-        "close": num(candle.close, step),
-        "volume": num(candle.volume, product.base_increment),
-    }
+def decimals(step: Decimal) -> int:
+    """Digits after the point of a power-of-ten increment."""
+    return max(-int(step.as_tuple().exponent), 0)
+
+
+def candles_json(candles: list[Candle], product: ProductSpec) -> list[dict[str, str]]:
+    p, v = decimals(product.quote_increment), decimals(product.base_increment)
+    return [
+        {
+            "start": str(c.start),
+            "low": f"{c.low:.{p}f}",
+            "high": f"{c.high:.{p}f}",
+            "open": f"{c.open:.{p}f}",
+            "close": f"{c.close:.{p}f}",
+            "volume": f"{c.volume:.{v}f}",
+        }
+        for c in candles
+    ]
 
 
 def trade_json(trade: Trade, product: ProductSpec) -> dict[str, str]:

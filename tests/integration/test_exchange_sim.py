@@ -21,6 +21,7 @@ from shared.exchange import (
     BadExchangeResponse,
     ExchangeClient,
     ExchangeRejected,
+    JwtSigner,
     RateLimited,
     RetryPolicy,
 )
@@ -206,6 +207,21 @@ def test_private_call_without_jwt_is_401_in_coinbase_shape(stack: Stack) -> None
     response = httpx.get(f"{stack.url('exchange_sim')}/api/v3/brokerage/accounts")
     assert response.status_code == 401
     assert set(response.json()) == {"error", "message", "error_details"}
+
+
+def test_private_answers_carry_rate_limit_headers(stack: Stack, signing_key: ec.EllipticCurvePrivateKey) -> None:
+    base = stack.url("exchange_sim")
+    host = base.removeprefix("http://")
+    signer = JwtSigner(ApiKey(KEY_NAME, pem(signing_key)))
+    path = "/api/v3/brokerage/accounts"
+    first = httpx.get(f"{base}{path}", headers={"Authorization": f"Bearer {signer.token('GET', host, path)}"})
+    second = httpx.get(f"{base}{path}", headers={"Authorization": f"Bearer {signer.token('GET', host, path)}"})
+    assert first.status_code == second.status_code == 200
+    assert first.headers["x-ratelimit-limit"] == "30"
+    assert int(second.headers["x-ratelimit-remaining"]) == int(first.headers["x-ratelimit-remaining"]) - 1
+    assert int(first.headers["x-ratelimit-reset"]) >= int(time.time())
+    replayed = httpx.get(f"{base}{path}", headers={"Authorization": first.request.headers["Authorization"]})
+    assert replayed.status_code == 401 and "replayed" in replayed.json()["message"]
 
 
 def test_the_eleventh_public_call_in_a_second_gets_429(stack: Stack) -> None:

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from services.exchange_sim.auth import JwtRejected, verify_jwt
+from services.exchange_sim.auth import JwtRejected, NonceRegistry, verify_jwt
 from services.exchange_sim.throttle import SlidingWindow
 
 NOW = 1_800_000_000
@@ -68,6 +68,19 @@ def test_bad_tokens_are_refused_with_a_reason(
 ) -> None:
     with pytest.raises(JwtRejected, match=reason):
         check(token(ec_key, headers=headers, **claims))
+
+
+def test_a_replayed_jwt_is_refused(ec_key: ec.EllipticCurvePrivateKey) -> None:
+    nonces = NonceRegistry()
+    once = token(ec_key)
+    assert check(once, nonces=nonces) == KEY
+    with pytest.raises(JwtRejected, match="replayed"):
+        check(once, nonces=nonces)
+    assert check(token(ec_key, headers={"nonce": "cd" * 16}), nonces=nonces) == KEY
+    assert len(nonces.seen) == 2
+    later = token(ec_key, headers={"nonce": "ef" * 16}, nbf=NOW + 190, exp=NOW + 300)
+    check(later, nonces=nonces, now=NOW + 200)
+    assert list(nonces.seen) == ["ef" * 16]  # expired nonces are forgotten
 
 
 def test_signature_from_another_key_is_refused(ec_key: ec.EllipticCurvePrivateKey) -> None:
