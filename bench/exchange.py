@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 import os
 import secrets
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,8 +26,7 @@ from bench import wrk
 from bench.measure import Op, Result, measure
 from bench.ratelimit import delete_keys, ms, progress, wrk_result
 from bench.service import ServiceProcess, load_config, wait_all_ready
-from devtools.redis_server import free_port
-from devtools.stack import ROOT, process_environment
+from devtools.stack import ROOT
 from shared.exchange import ApiKey, ExchangeClient, JwtSigner
 from shared.quota import QuotaClient
 from shared.ratelimits import RateLimitConfig
@@ -145,26 +142,16 @@ def write_configs(directory: Path) -> Path:
 
 
 def start_simulator(*, config_dir: Path, key_prefix: str, log_dir: Path) -> ServiceProcess:
-    """`python -m services.exchange_sim` on a free port, wrapped as a ServiceProcess for readiness, RSS and stop."""
-    port = free_port()
-    env = process_environment(
-        {
-            "REDIS_URL": REDIS_URL,
-            "KEY_PREFIX": key_prefix,
-            "CONFIG_DIR": str(config_dir),
-            "TRADER_API_TOKEN": TOKEN,
-            "TRADING_MODE": "sim",
-            "BIND_HOST": "127.0.0.1",
-            "LOG_LEVEL": "WARNING",
-        },
-        port,
+    """`python -m services.exchange_sim` on a free port."""
+    return ServiceProcess.start(
+        "exchange_sim",
+        config_dir=config_dir,
+        redis_url=REDIS_URL,
+        key_prefix=key_prefix,
+        token=TOKEN,
+        log_dir=log_dir,
+        service="exchange_sim",
     )
-    log_path = log_dir / "exchange_sim.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.exchange_sim"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    return ServiceProcess("exchange_sim", port, log_path, process, log)
 
 
 def new_api_key() -> ApiKey:

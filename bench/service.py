@@ -44,7 +44,7 @@ def load_config(config_dir: Path) -> RateLimitConfig:
 
 @dataclass
 class ServiceProcess:
-    """One `python -m services.ratelimit` child on a free port, logging to a file."""
+    """One `python -m services.<service>` child on a free port, logging to a file."""
 
     name: str
     port: int
@@ -54,7 +54,15 @@ class ServiceProcess:
 
     @classmethod
     def start(
-        cls, name: str, *, config_dir: Path, redis_url: str, key_prefix: str, token: str, log_dir: Path
+        cls,
+        name: str,
+        *,
+        config_dir: Path,
+        redis_url: str,
+        key_prefix: str,
+        token: str,
+        log_dir: Path,
+        service: str = "ratelimit",
     ) -> ServiceProcess:
         """Spawn the service with the Platform contract's environment."""
         port = free_port()
@@ -73,7 +81,7 @@ class ServiceProcess:
         log_path = log_dir / f"{name}.log"
         log = log_path.open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "services.ratelimit"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", f"services.{service}"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         return cls(name, port, log_path, process, log)
 
