@@ -3,11 +3,11 @@ reach), taking its quota from the real ratelimit service."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import random
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import jwt
 import pytest
@@ -44,7 +45,6 @@ from shared.exchange import (
 from shared.exchange.models import LimitGtc, MarketIoc, OrderConfiguration
 from shared.quota import QuotaClient
 from shared.ratelimits import RateLimitConfig
-from shared.settings import DEV_API_TOKEN
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +54,7 @@ API = f"{BASE}/api/v3/brokerage"
 NOW = 1_700_000_000
 KEY_NAME = "organizations/org-1/apiKeys/key-1"
 CONFIG = Path(__file__).parents[2] / "config" / "ratelimits.yaml"
+TOKEN = "test-token"
 
 # Recorded answers in Coinbase's documented shapes: numbers are strings, candles newest first.
 PRODUCT = {
@@ -164,88 +165,113 @@ class FakeTime:
 
 
 class Ratelimit:
-    """The real ratelimit service (one process for the module), read back through its API and metrics."""
+    """The real ratelimit service (one process for the module), read back through its API and metrics.
 
-    def __init__(self, stack: Stack, redis_client: redis.Redis, prefix: str):
-        self.url = stack.url("ratelimit")
+    The process outlives each test, so every figure is a difference from the test's start.
+    """
+
+    def __init__(self, url: str, config: RateLimitConfig, redis_client: redis.Redis):
+        self.url = url
+        self.config = config
         self.redis = redis_client
-        self.prefix = prefix
-        self.baseline: Counter[str] = Counter()
-        self.penalty_baseline: Counter[str] = Counter()
+        self._granted: Counter[tuple[str, str]] = Counter()
+        self._penalties: Counter[str] = Counter()
 
-    def _samples(self, name: str, label: str) -> Counter[str]:
-        text = urllib.request.urlopen(f"{self.url}/metrics", timeout=5).read().decode()
-        counts: Counter[str] = Counter()
+    async def _get(self, path: str) -> bytes:
+        async with aiohttp.ClientSession() as session, session.get(f"{self.url}{path}") as response:
+            assert response.status == 200, f"GET {path}: {response.status}"
+            return await response.read()
+
+    async def _counts(self, name: str, *labels: str, **match: str) -> Counter[Any]:
+        text = (await self._get("/metrics")).decode()
+        counts: Counter[Any] = Counter()
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == name and sample.labels.get("decision", "granted") == "granted":
-                    counts[sample.labels[label]] += int(sample.value)
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in match.items()):
+                    key = tuple(sample.labels[label] for label in labels)
+                    counts[key if len(key) > 1 else key[0]] += int(sample.value)
         return counts
 
-    def start(self) -> None:
-        self.baseline = self._samples("trader_rate_limiter_requests_total", "endpoint")
-        self.penalty_baseline = self._samples("trader_rate_limiter_penalties_total", "pool")
+    async def _granted_now(self) -> Counter[tuple[str, str]]:
+        return await self._counts("trader_rate_limiter_requests_total", "endpoint", "priority", decision="granted")
 
-    def taken(self) -> Counter[str]:
-        """Quota granted per endpoint since this test began."""
-        now = self._samples("trader_rate_limiter_requests_total", "endpoint")
-        return Counter({k: v - self.baseline[k] for k, v in now.items() if v - self.baseline[k]})
+    async def _penalties_now(self) -> Counter[str]:
+        return await self._counts("trader_rate_limiter_penalties_total", "pool")
 
-    def penalties(self) -> Counter[str]:
-        """Exchange 429s reported per pool since this test began."""
-        now = self._samples("trader_rate_limiter_penalties_total", "pool")
-        return Counter({k: v - self.penalty_baseline[k] for k, v in now.items() if v - self.penalty_baseline[k]})
+    async def begin(self) -> None:
+        self._granted = await self._granted_now()
+        self._penalties = await self._penalties_now()
 
-    def blocked_for_ms(self, pool: str) -> float:
-        quota = json.loads(urllib.request.urlopen(f"{self.url}/v1/quota/{pool}", timeout=5).read())
-        return (quota["blocked_until_ms"] or 0) - time.time() * 1000
+    async def granted(self) -> Counter[tuple[str, str]]:
+        """Quota the service granted since the test began, per (endpoint, priority it applied)."""
+        return await self._granted_now() - self._granted
 
-    def reopen(self) -> None:
-        """Lift the penalties a test provoked, so the next test starts with open pools."""
-        for key in self.redis.scan_iter(match=f"{self.prefix}ratelimit:pool:*"):
-            self.redis.hdel(key, "blocked_until")
+    async def penalties(self) -> Counter[str]:
+        """Exchange 429s reported to the service since the test began, per pool."""
+        return await self._penalties_now() - self._penalties
+
+    async def blocked_until_ms(self, pool: str) -> int | None:
+        return json.loads(await self._get(f"/v1/quota/{pool}"))["blocked_until_ms"]
+
+    def redis_now_ms(self) -> int:
+        """Redis's clock, which the service's penalties are measured on."""
+        seconds, micros = self.redis.time()
+        return seconds * 1000 + micros // 1000
+
+    async def wait_until_open(self, deadline_s: float = 30.0) -> None:
+        """Let the penalties a test provoked run out, so the next test starts with open pools."""
+        deadline = time.monotonic() + deadline_s
+        for pool in self.config.pools:
+            while await self.blocked_until_ms(pool) is not None:
+                assert time.monotonic() < deadline, f"pool {pool!r} still closed after {deadline_s}s"
+                await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
 def ratelimit_service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ratelimit]:
+    """One ratelimit process for the module, with its own key prefix and pools too generous to ever wait."""
     config_dir = tmp_path_factory.mktemp("config")
     limits = yaml.safe_load(CONFIG.read_text())
     for pool in limits["ratelimit"]["pools"].values():
         pool.update(rate=1000, burst=1000)
     (config_dir / "ratelimits.yaml").write_text(yaml.safe_dump(limits))
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
-    ports = {name: free_port() for name in CONTRACT_PORTS}
-    stack = Stack(ports, redis_url, {"KEY_PREFIX": prefix, "CONFIG_DIR": str(config_dir)}).start(["ratelimit"])
+    stack = Stack(
+        ports={name: free_port() for name in CONTRACT_PORTS},
+        redis_url=redis_url,
+        extra_env={"KEY_PREFIX": prefix, "CONFIG_DIR": str(config_dir), "TRADER_API_TOKEN": TOKEN},
+        log_dir=config_dir / "logs",
+    )
     client = redis.Redis.from_url(redis_url)
     try:
+        stack.start(["ratelimit"])
         stack.wait_ready()
-        yield Ratelimit(stack, client, prefix)
+        yield Ratelimit(stack.url("ratelimit"), RateLimitConfig.model_validate(limits["ratelimit"]), client)
     finally:
         stack.stop()
-        keys = list(client.scan_iter(match=f"{prefix}*"))
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:
             client.delete(*keys)
         client.close()
 
 
 @pytest.fixture
-def ratelimit(ratelimit_service: Ratelimit) -> Iterator[Ratelimit]:
-    ratelimit_service.start()
+async def ratelimit(ratelimit_service: Ratelimit) -> AsyncIterator[Ratelimit]:
+    await ratelimit_service.begin()
     yield ratelimit_service
-    ratelimit_service.reopen()
+    await ratelimit_service.wait_until_open()
 
 
 @pytest.fixture
 async def quota(ratelimit: Ratelimit) -> AsyncIterator[QuotaClient]:
-    config = RateLimitConfig.model_validate(yaml.safe_load(CONFIG.read_text())["ratelimit"])
     client = QuotaClient(
-        base_url=ratelimit.url, token=DEV_API_TOKEN, config=config, client_id="test", registry=CollectorRegistry()
+        base_url=ratelimit.url, token=TOKEN, config=ratelimit.config, client_id="test", registry=CollectorRegistry()
     )
     try:
         yield client
     finally:
-        assert not client.in_fallback, "the quota came from the local fallback, not the ratelimit service"
         await client.aclose()
+    assert not client.in_fallback, "quota came from the local fallback limiter, not the ratelimit service"
 
 
 @pytest.fixture
@@ -326,7 +352,7 @@ async def test_list_products_is_public_with_repeated_ids_and_background_quota(
     assert page.products[0].price == Decimal("70123.45")
     assert page.products[0].price_percentage_change_24h is None
     assert page.num_products == 2
-    assert ratelimit.taken() == {"list_products": 1}
+    assert await ratelimit.granted() == {("list_products", "background"): 1}
 
 
 async def test_list_products_private_is_signed(client: ExchangeClient, exchange: respx.MockRouter) -> None:
@@ -347,7 +373,8 @@ async def test_get_product_and_server_time_are_public(
     assert server_time.epoch_seconds == NOW
     assert "Authorization" not in product.calls.last.request.headers
     assert "Authorization" not in clock.calls.last.request.headers
-    assert ratelimit.taken() == {"get_product": 1, "server_time": 1}
+    # no priority sent: the service applied each endpoint's priority from ratelimits.yaml
+    assert await ratelimit.granted() == {("get_product", "background"): 1, ("server_time", "normal"): 1}
 
 
 async def test_candles_request_is_signed_with_string_seconds(
@@ -360,7 +387,7 @@ async def test_candles_request_is_signed_with_string_seconds(
     assert claims_of(request, ec_private.public_key())["uri"] == f"GET {HOST}/api/v3/brokerage/products/BTC-USD/candles"
     assert candles[0].start == NOW - NOW % 60
     assert candles[0].close == Decimal("2.25")
-    assert ratelimit.taken() == {"get_candles": 1}
+    assert await ratelimit.granted() == {("get_candles", "normal"): 1}
 
 
 async def test_candles_over_349_are_paged_merged_and_deduplicated(
@@ -432,7 +459,7 @@ async def test_create_order_sends_numbers_as_strings_with_critical_quota(
     }
     assert request.headers["Authorization"].startswith("Bearer ")
     assert response.success_response is not None and response.success_response.order_id == "o-1"
-    assert ratelimit.taken() == {"create_order": 1}
+    assert await ratelimit.granted() == {("create_order", "critical"): 1}
 
 
 @pytest.mark.parametrize(
@@ -515,7 +542,12 @@ async def test_orders_fills_and_accounts_requests(
     assert account_page.accounts[0].hold is not None and account_page.accounts[0].hold.value == Decimal("0.05")
     for route in (one, batch, fills, accounts):
         assert route.calls.last.request.headers["Authorization"].startswith("Bearer ")
-    assert ratelimit.taken() == {"get_order": 1, "list_orders": 1, "list_fills": 1, "accounts": 1}
+    assert await ratelimit.granted() == {
+        ("get_order", "critical"): 1,
+        ("list_orders", "normal"): 1,
+        ("list_fills", "normal"): 1,
+        ("accounts", "background"): 1,
+    }
 
 
 # JWT and keys
@@ -580,19 +612,24 @@ def test_key_loads_from_env_and_from_a_cdp_key_file(tmp_path: Path, api_key: Api
 
 
 # Errors
+# Each recorded 429 advises a one-second wait: the penalty really closes the shared service's pool, and the
+# `ratelimit` fixture waits it out before the next test.
 
 
 async def test_json_429_raises_rate_limited_and_reports_a_penalty(
     client: ExchangeClient, exchange: respx.MockRouter, ratelimit: Ratelimit, registry: CollectorRegistry
 ) -> None:
     exchange.get(f"{API}/best_bid_ask").respond(
-        429, json={"error": "rate_limit_exceeded", "message": "Too many requests"}, headers={"Retry-After": "2"}
+        429, json={"error": "rate_limit_exceeded", "message": "Too many requests"}, headers={"Retry-After": "1"}
     )
+    before_ms = ratelimit.redis_now_ms()
     with pytest.raises(RateLimited) as raised:
         await client.best_bid_ask(["BTC-USD"])
-    assert raised.value.retry_after_s == 2.0 and raised.value.retryable
-    assert ratelimit.penalties() == {"private": 1}
-    assert 1000 < ratelimit.blocked_for_ms("private") <= 2000
+    after_ms = ratelimit.redis_now_ms()
+    assert raised.value.retry_after_s == 1.0 and raised.value.retryable
+    # reported: best_bid_ask's pool is closed for every client for the advised 1000 ms
+    assert await ratelimit.penalties() == {"private": 1}
+    assert before_ms + 1000 <= (await ratelimit.blocked_until_ms("private") or 0) <= after_ms + 1000
     assert registry.get_sample_value("trader_exchange_rate_limited_total", {"endpoint": "best_bid_ask"}) == 1
     assert registry.get_sample_value("trader_exchange_requests_total", {"endpoint": "best_bid_ask", "status": "429"})
 
@@ -603,14 +640,17 @@ async def test_html_429_with_epoch_reset_raises_rate_limited(
     exchange.post(f"{API}/orders").respond(
         429,
         text="<html><body><h1>429 Too Many Requests</h1></body></html>",
-        headers={"Content-Type": "text/html", "x-ratelimit-reset": str(NOW + 3)},
+        headers={"Content-Type": "text/html", "x-ratelimit-reset": str(NOW + 1)},
     )
     config = OrderConfiguration(market_market_ioc=MarketIoc(quote_size=Decimal("10")))
+    before_ms = ratelimit.redis_now_ms()
     with pytest.raises(RateLimited) as raised:
         await client.create_order(client_order_id="c-3", product_id="BTC-USD", side="BUY", configuration=config)
-    assert raised.value.retry_after_s == 3.0
-    assert ratelimit.penalties() == {"private": 1}
-    assert 2000 < ratelimit.blocked_for_ms("private") <= 3000
+    after_ms = ratelimit.redis_now_ms()
+    assert raised.value.retry_after_s == 1.0
+    # reported: create_order's pool is closed for every client for the advised 1000 ms
+    assert await ratelimit.penalties() == {"private": 1}
+    assert before_ms + 1000 <= (await ratelimit.blocked_until_ms("private") or 0) <= after_ms + 1000
 
 
 async def test_500_then_200_is_retried_after_a_jittered_pause(
@@ -622,7 +662,7 @@ async def test_500_then_200_is_retried_after_a_jittered_pause(
     page = await client.accounts()
     assert page.accounts[0].currency == "BTC"
     assert len(fake_time.sleeps) == 1 and 0 <= fake_time.sleeps[0] <= 0.25
-    assert ratelimit.taken() == {"accounts": 2}  # quota again for the retry
+    assert await ratelimit.granted() == {("accounts", "background"): 2}  # quota again for the retry
 
 
 async def test_persistent_503_gives_up_after_the_bound(
@@ -631,7 +671,7 @@ async def test_persistent_503_gives_up_after_the_bound(
     route = exchange.get(f"{API}/products/BTC-USD/ticker").respond(503)
     with pytest.raises(ExchangeUnavailable, match="after 4 attempt"):
         await client.market_trades("BTC-USD")
-    assert route.call_count == 4 and ratelimit.taken() == {"market_trades": 4}
+    assert route.call_count == 4 and await ratelimit.granted() == {("market_trades", "normal"): 4}
     assert len(fake_time.sleeps) == 3
     assert all(0 <= pause <= 0.25 * 2**i for i, pause in enumerate(fake_time.sleeps))
 
