@@ -51,15 +51,11 @@ def token_matches(expected: str, header_value: str | None) -> bool:
     return hmac.compare_digest(header_value[7:].encode(), expected.encode())
 
 
-def protected_prefixes(app: FastAPI) -> tuple[str, ...]:
-    return app.state.protected_prefixes
-
-
 async def require_token_on_writes(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """Writes under the protected prefixes need the API token; reads are open."""
-    if request.method not in WRITE_METHODS or not request.url.path.startswith(protected_prefixes(request.app)):
+    if request.method not in WRITE_METHODS or not request.url.path.startswith(request.app.state.protected_prefixes):
         return
     expected: str = request.app.state.settings.trader_api_token
     supplied = f"Bearer {credentials.credentials}" if credentials else None

@@ -54,18 +54,6 @@ class InvalidRequest(FatalError):
     code = "invalid_request"
 
 
-class Conflict(FatalError):
-    status_code = 409
-    code = "conflict"
-
-
 class ServiceUnavailable(RetryableError):
     status_code = 503
     code = "unavailable"
-
-
-class UpstreamError(RetryableError):
-    """Another service of the stack answered with an error or could not be reached."""
-
-    status_code = 502
-    code = "upstream_error"

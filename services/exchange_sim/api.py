@@ -366,11 +366,14 @@ async def list_orders(
 ) -> CoinbaseJSON:
     orders = [sim.open_orders.get(o.order_id, o) for o in await sim.store.all_orders()]
     if order_ids:
-        orders = [o for o in orders if o.order_id in set(order_ids)]
+        wanted = set(order_ids)
+        orders = [o for o in orders if o.order_id in wanted]
     if product_ids:
-        orders = [o for o in orders if o.product_id in set(product_ids)]
+        wanted = set(product_ids)
+        orders = [o for o in orders if o.product_id in wanted]
     if order_status:
-        orders = [o for o in orders if o.status in set(order_status)]
+        wanted = set(order_status)
+        orders = [o for o in orders if o.status in wanted]
     if client_order_id:
         orders = [o for o in orders if o.client_order_id == client_order_id]
     page, has_next, next_cursor = _page(orders, limit, cursor)
@@ -389,9 +392,11 @@ async def list_fills(
 ) -> CoinbaseJSON:
     fills = await sim.store.all_fills()
     if order_ids:
-        fills = [f for f in fills if f.order_id in set(order_ids)]
+        wanted = set(order_ids)
+        fills = [f for f in fills if f.order_id in wanted]
     if product_ids:
-        fills = [f for f in fills if f.product_id in set(product_ids)]
+        wanted = set(product_ids)
+        fills = [f for f in fills if f.product_id in wanted]
     page, _, next_cursor = _page(fills, limit, cursor)
     return CoinbaseJSON({"fills": [fill_json(f) for f in page], "cursor": next_cursor})
 

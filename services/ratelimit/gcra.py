@@ -15,7 +15,7 @@ PENALTY_LUA = (LUA_DIR / "penalty.lua").read_text()
 # Usage buckets per utilization window: the window slides in steps of window / SLOTS.
 SLOTS = 10
 HEADER = 7
-PER_POOL = 5
+PER_POOL = 6
 
 
 class Code(IntEnum):
@@ -38,6 +38,7 @@ class PoolState:
     blocked_until_us: int
     rate: float
     burst: int
+    overridden: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,7 @@ def parse_decision(plan: EndpointPlan, reply: list[int]) -> Decision:
             blocked_until_us=reply[base + 2],
             rate=reply[base + 3] / 1000,
             burst=reply[base + 4],
+            overridden=bool(reply[base + 5]),
         )
         for name, base in zip(plan.pools, range(HEADER, HEADER + PER_POOL * len(plan.pools), PER_POOL), strict=True)
     )

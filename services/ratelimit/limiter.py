@@ -171,16 +171,13 @@ class Limiter:
 
     async def quota(self, pool: str) -> PoolQuota:
         self.check_pool(pool)
-        states = await self.peek()
-        overridden = await self._overridden()
-        return self.describe(pool, states[pool], overridden[pool])
+        return self.describe(pool, (await self.peek())[pool])
 
     async def all_quotas(self) -> dict[str, PoolQuota]:
         states = await self.peek()
-        overridden = await self._overridden()
-        return {pool: self.describe(pool, states[pool], overridden[pool]) for pool in self.config.pools}
+        return {pool: self.describe(pool, states[pool]) for pool in self.config.pools}
 
-    def describe(self, pool: str, state: PoolState, overridden: bool) -> PoolQuota:
+    def describe(self, pool: str, state: PoolState) -> PoolQuota:
         now_ms = int(time.time() * 1000)
         blocked_ms = state.blocked_until_us // 1000
         return PoolQuota(
@@ -188,19 +185,11 @@ class Limiter:
             rate=state.rate,
             burst=state.burst,
             effective_rate=round(state.rate * (1 - self.config.safety_margin_pct / 100), 6),
-            source="override" if overridden else "config",
+            source="override" if state.overridden else "config",
             utilization_pct=state.utilization_pct,
             remaining=state.remaining,
             blocked_until_ms=blocked_ms if blocked_ms > now_ms else None,
         )
-
-    async def _overridden(self) -> dict[str, bool]:
-        with self._redis_guard():
-            pipe = self.redis.pipeline(transaction=False)
-            for pool in self.config.pools:
-                pipe.hexists(pool_key(self.keys, pool), "o_rate")
-            flags = await pipe.execute()
-        return dict(zip(self.config.pools, map(bool, flags), strict=True))
 
     async def set_limit(self, pool: str, *, rate: float, burst: int) -> PoolQuota:
         """Change a pool's limit for every replica; kept in Redis until cleared."""

@@ -55,6 +55,7 @@ CANDLES_PER_REQUEST = 349
 # Penalty reported to the ratelimit service when a 429 comes without any hint of how long to wait.
 DEFAULT_PENALTY_S = 1.0
 
+
 class ExchangeClient:
     """Async client of the Coinbase Advanced Trade REST API (or the simulator, given its base URL)."""
 

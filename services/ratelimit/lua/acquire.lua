@@ -5,7 +5,7 @@
 -- Pool hash fields: tat (theoretical arrival time, us), blocked_until (us), o_rate/o_burst (runtime
 -- overrides), w<s>/c<s> (ring of `slots`+1 usage buckets: bucket index and cost granted in it).
 -- Returns {code, wait_us, retry_after_us, pool_index, remaining, util_bp, now_us} followed, per pool,
--- by {util_bp, remaining, blocked_until_us, rate_millis, burst} (after the grant when granted).
+-- by {util_bp, remaining, blocked_until_us, rate_millis, burst, overridden (1/0)} (after the grant when granted).
 -- code: 1 granted, 0 denied by the hard limit, 2 shed by priority headroom, 3 closed by a penalty,
 --       4 cost above the pool's burst (can never be granted), 5 peek (cost 0: nothing is written).
 
@@ -109,6 +109,7 @@ local function pool_state(out, p, util_bp, left)
   out[#out + 1] = tonumber(p.v[2]) or 0
   out[#out + 1] = math.floor(p.rate * 1000 + 0.5)
   out[#out + 1] = p.burst
+  out[#out + 1] = p.v[3] and 1 or 0
 end
 
 local function left_at(p, tat, at)
