@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
+import json
 import logging
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
-import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.errors import TraderError, Unauthorized
+from shared.errors import TraderError
 from shared.http import create_http_client
-from shared.logging import configure_logging, register_secret, request_id_var
+from shared.logging import configure_logging, register_secret
 from shared.metrics import register_service_info
+from shared.middleware import DEFAULT_MAX_BODY_BYTES, RequestGuard
 from shared.redis import create_redis
 from shared.settings import ServiceSettings
 
@@ -33,9 +32,11 @@ log = logging.getLogger(__name__)
 ReadinessCheck = Callable[[FastAPI], Awaitable[None]]
 ServiceLifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 READINESS_TIMEOUT_S = 1.5
+# What a validation error echoes of the value sent: enough to recognise it, never the whole of a huge input.
+ECHO_CHARS = 200
 
+# Documents the token in OpenAPI; RequestGuard enforces it before the body is read.
 _bearer = HTTPBearer(auto_error=False, description="TRADER_API_TOKEN; required on every write under /v1")
 
 
@@ -44,56 +45,19 @@ def error_response(status: int, code: str, message: str, details: dict[str, Any]
     return JSONResponse({"error": code, "message": message, "details": details or {}}, status_code=status)
 
 
-def token_matches(expected: str, header_value: str | None) -> bool:
-    """Constant-time check of an `Authorization: Bearer <token>` header value."""
-    if not header_value or not header_value.startswith("Bearer "):
-        return False
-    return hmac.compare_digest(header_value[7:].encode(), expected.encode())
-
-
-async def require_token_on_writes(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    """Writes under the protected prefixes need the API token; reads are open."""
-    if request.method not in WRITE_METHODS or not request.url.path.startswith(request.app.state.protected_prefixes):
-        return
-    expected: str = request.app.state.settings.trader_api_token
-    supplied = f"Bearer {credentials.credentials}" if credentials else None
-    if not token_matches(expected, supplied):
-        raise Unauthorized(
-            "missing or wrong bearer token: send 'Authorization: Bearer <TRADER_API_TOKEN>' on writes",
-            details={"method": request.method, "path": request.url.path},
-        )
-
-
-class RequestIdMiddleware:
-    """Takes X-Request-ID from the caller (or makes one), puts it in the logs and echoes it back."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                rid = value.decode("latin-1")[:128]
-                break
-        rid = rid or uuid.uuid4().hex[:16]
-        token = request_id_var.set(rid)
-
-        async def send_with_id(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            request_id_var.reset(token)
+def echo(value: Any) -> Any:
+    """A bounded, JSON-safe copy of an input value for an error message."""
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else str(value)
+    if isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(value, default=str)
+        if len(text) <= ECHO_CHARS:
+            return json.loads(text)
+    return text if len(text) <= ECHO_CHARS else f"{text[:ECHO_CHARS]}... ({len(text)} characters)"
 
 
 def _field_name(loc: Sequence[Any]) -> str:
@@ -114,7 +78,7 @@ def install_error_handlers(app: FastAPI) -> None:
         for err in exc.errors():
             entry: dict[str, Any] = {"field": _field_name(err["loc"]), "message": err["msg"]}
             if err["type"] != "missing" and "input" in err:
-                entry["value"] = orjson.loads(orjson.dumps(err["input"], default=str))
+                entry["value"] = echo(err["input"])
             fields.append(entry)
         summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
         return error_response(422, "validation_error", f"invalid request: {summary}", {"fields": fields})
@@ -168,6 +132,8 @@ def build_app(
     lifespan: ServiceLifespan | None = None,
     protected: tuple[str, ...] = ("/v1/",),
     before_scrape: ReadinessCheck | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_limits: Mapping[str, int] | None = None,
 ) -> FastAPI:
     """Assemble a service: shared plumbing plus the service's routers, checks and lifespan."""
     # `*_created` series double every counter's cardinality and no dashboard reads them.
@@ -193,17 +159,19 @@ def build_app(
             await app.state.http.aclose()
             await app.state.redis.aclose()
 
-    app = FastAPI(
+    # Swagger UI's assets come from the service itself, so /docs works without internet.
+    app = FastAPIOffline(
+        docs_url="/docs",
+        redoc_url=None,
         title=f"trader {service}",
         description=description,
         version="0.1.0",
         lifespan=app_lifespan,
-        dependencies=[Depends(require_token_on_writes)],
+        dependencies=[Depends(_bearer)],
     )
     app.state.settings = settings
     app.state.registry = registry
     app.state.draining = False
-    app.state.protected_prefixes = protected
     all_checks = [("redis", _check_redis), *checks]
 
     @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers")
@@ -241,5 +209,11 @@ def build_app(
                 log.warning("refreshing metrics before the scrape failed", exc_info=True)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(
+        RequestGuard,
+        token=settings.trader_api_token,
+        protected=protected,
+        max_body_bytes=max_body_bytes,
+        body_limits=body_limits,
+    )
     return app

@@ -17,26 +17,38 @@ class LocalDecision:
 
 @dataclass
 class LocalLimiter:
-    """Same rule as the service's script, at rate / expected_replicas, so N replicas together stay in budget.
+    """Same rule as the service's script, at this process's share of each pool: the rate and burst divided by
+    the number of client processes the service last saw drawing on the pool (`expected_replicas` until the
+    service has said), so every process falling back at once stays together within the pool's limit.
 
     Pure logic: the caller passes the time and does any waiting.
     """
 
     config: RateLimitConfig
+    clients: dict[str, int] = field(default_factory=dict)
     tat: dict[str, float] = field(default_factory=dict)
     blocked_until: dict[str, float] = field(default_factory=dict)
 
+    def sharers(self, pool: str) -> int:
+        return max(self.clients.get(pool, self.config.expected_replicas), 1)
+
     def interval(self, pool: str) -> float:
-        limit = self.config.pools[pool]
-        share = self.config.effective_rate(limit) / self.config.expected_replicas
+        share = self.config.effective_rate(self.config.pools[pool]) / self.sharers(pool)
         return 1.0 / share
+
+    def burst(self, pool: str) -> int:
+        return max(self.config.pools[pool].burst // self.sharers(pool), 1)
+
+    def learn(self, clients: dict[str, int]) -> None:
+        """Take the service's count of the processes drawing on each pool."""
+        self.clients.update({pool: n for pool, n in clients.items() if pool in self.config.pools and n > 0})
 
     def decide(self, endpoint: str, *, cost: int, now: float, max_wait_s: float = 0.0) -> LocalDecision:
         """Grant (possibly `wait_s` ahead, as a reservation) or deny with the time to retry; all pools or none."""
         pools = self.config.endpoints[endpoint].pools
         wait, worst_pool, worst = 0.0, None, 0.0
         for pool, weight in pools.items():
-            burst = self.config.pools[pool].burst
+            burst = self.burst(pool)
             interval = self.interval(pool)
             tat = max(self.tat.get(pool, now), now)
             need = max(tat + cost * weight * interval - now - burst * interval, self.blocked_until.get(pool, 0) - now)

@@ -8,8 +8,12 @@ and collapses under concurrency, where aiohttp stays near the server's own laten
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,6 +31,18 @@ log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 POOL_SIZE = 128
+# Idle connections are dropped well before the services' own keep-alive (shared.server.KEEP_ALIVE_S), so the
+# client never sends on a connection the server is closing.
+KEEPALIVE_S = 30
+# How long past its own max_wait a request may take before the service counts as out of reach.
+SERVICE_TIMEOUT_S = 2.0
+PROBE_TIMEOUT_S = 1.0
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError)
+
+
+def default_client_id() -> str:
+    """This process, as the ratelimit service counts it: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class QuotaDenied(RetryableError):
@@ -69,8 +85,10 @@ class QuotaMetrics:
 class QuotaClient:
     """Takes quota before each exchange call; waits server-side, retries 429s, never runs unlimited.
 
-    When the service cannot be reached (or answers 503 because Redis is down) it limits itself at
-    rate / expected_replicas with the same algorithm, and asks the service again every `probe_s`.
+    When the service cannot be reached, times out or answers 5xx, it limits itself locally with the same
+    algorithm at its share of each pool (the service tells every grant how many processes draw on the pool),
+    and one background probe asks the service every `probe_s` until it answers again; callers never wait
+    on a service that is down or hanging.
     """
 
     def __init__(
@@ -79,8 +97,8 @@ class QuotaClient:
         base_url: str,
         token: str,
         config: RateLimitConfig,
-        client_id: str,
         registry: CollectorRegistry,
+        client_id: str | None = None,
         max_wait_ms: int = 2_000,
         max_retries: int = 3,
         max_retry_delay_ms: float = 10_000,
@@ -89,9 +107,10 @@ class QuotaClient:
         clock: Callable[[], float] = time.monotonic,
     ):
         self.config = config
-        self.client_id = client_id
+        self.client_id = client_id or default_client_id()
         self.url = f"{base_url.rstrip('/')}/v1"
         self._session: aiohttp.ClientSession | None = None
+        self._fresh_session: aiohttp.ClientSession | None = None
         self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
         self.max_wait_ms = max_wait_ms
         self.max_retries = max_retries
@@ -102,7 +121,7 @@ class QuotaClient:
         self.local = LocalLimiter(config)
         self.metrics = QuotaMetrics(registry)
         self._fallback_since: float | None = None
-        self._next_probe = 0.0
+        self._probe: asyncio.Task[None] | None = None
 
     @property
     def in_fallback(self) -> bool:
@@ -128,18 +147,18 @@ class QuotaClient:
         payload = orjson.dumps(body)
         attempt = 0
         while True:
-            if self.in_fallback and self.clock() < self._next_probe:
+            if self.in_fallback:
                 return await self._take_locally(endpoint, cost, wait_ms)
             try:
-                status, data = await self._post("acquire", payload, timeout_s=wait_ms / 1000 + 5)
-            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+                status, data = await self._post("acquire", payload, timeout_s=wait_ms / 1000 + SERVICE_TIMEOUT_S)
+            except TRANSPORT_ERRORS as exc:
                 self._enter_fallback(f"{type(exc).__name__}: {exc}")
                 return await self._take_locally(endpoint, cost, wait_ms)
-            if status == 503:
-                self._enter_fallback(f"service answered 503: {data.get('message', '')}")
+            if status >= 500:
+                self._enter_fallback(f"service answered {status}: {data.get('message', '')}")
                 return await self._take_locally(endpoint, cost, wait_ms)
-            self._leave_fallback()
             if status == 200:
+                self.local.learn(data.get("clients") or {})
                 return Grant(endpoint, data["waited_ms"], data["remaining"], data["utilization_pct"], fallback=False)
             if status == 429:
                 attempt += 1
@@ -156,16 +175,32 @@ class QuotaClient:
                 continue
             raise self._error(status, data)
 
-    async def _post(self, path: str, payload: bytes, *, timeout_s: float) -> tuple[int, dict[str, Any]]:
+    def _sessions(self) -> tuple[aiohttp.ClientSession, aiohttp.ClientSession]:
+        """The pooled session, and one that opens a new connection per request for retries."""
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=30),
-                headers=self.headers,
-                json_serialize=lambda obj: orjson.dumps(obj).decode(),
+                connector=aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=KEEPALIVE_S), headers=self.headers
             )
-        async with self._session.post(
-            f"{self.url}/{path}", data=payload, timeout=aiohttp.ClientTimeout(total=timeout_s)
-        ) as response:
+        if self._fresh_session is None or self._fresh_session.closed:
+            self._fresh_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True), headers=self.headers
+            )
+        return self._session, self._fresh_session
+
+    async def _post(self, path: str, payload: bytes, *, timeout_s: float) -> tuple[int, dict[str, Any]]:
+        """POST to the service; a connection that fails (one the server closed, say) is retried once on a new one."""
+        pooled, fresh = self._sessions()
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        try:
+            return await self._send(pooled, path, payload, timeout)
+        except aiohttp.ClientConnectionError as exc:
+            log.debug("quota request failed on a pooled connection (%s); retrying on a new one", exc)
+        return await self._send(fresh, path, payload, timeout)
+
+    async def _send(
+        self, session: aiohttp.ClientSession, path: str, payload: bytes, limit: aiohttp.ClientTimeout
+    ) -> tuple[int, dict[str, Any]]:
+        async with session.post(f"{self.url}/{path}", data=payload, timeout=limit) as response:
             return response.status, orjson.loads(await response.read())
 
     async def report_penalty(self, *, endpoint: str, retry_after_ms: float) -> None:
@@ -177,14 +212,20 @@ class QuotaClient:
         payload = orjson.dumps({"endpoint": endpoint, "retry_after_ms": min(retry_ms, 3_600_000)})
         try:
             status, data = await self._post("penalty", payload, timeout_s=5)
-        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+        except TRANSPORT_ERRORS as exc:
             status, data = 0, {"message": f"{type(exc).__name__}: {exc}"}
         if status != 200:
             log.warning("could not report an exchange 429 on %s to the ratelimit service: %s", endpoint, data)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+            self._probe = None
+        for session in (self._session, self._fresh_session):
+            if session is not None:
+                await session.close()
 
     async def _take_locally(self, endpoint: str, cost: int, wait_ms: int) -> Grant:
         decision = self.local.decide(endpoint, cost=cost, now=self.clock(), max_wait_s=wait_ms / 1000)
@@ -202,23 +243,35 @@ class QuotaClient:
         return Grant(endpoint, decision.wait_s * 1000, 0, 0.0, fallback=True)
 
     def _enter_fallback(self, reason: str) -> None:
-        if self._fallback_since is None:
-            self._fallback_since = self.clock()
-            self.metrics.fallback.set(1)
-            log.warning(
-                "ratelimit service out of reach (%s): limiting locally at rate / %d",
-                reason,
-                self.config.expected_replicas,
-            )
-        self._next_probe = self.clock() + self.probe_s
-
-    def _leave_fallback(self) -> None:
         if self._fallback_since is not None:
-            log.info(
-                "ratelimit service reachable again after %.1fs of local limiting", self.clock() - self._fallback_since
-            )
-            self._fallback_since = None
-            self.metrics.fallback.set(0)
+            return
+        self._fallback_since = self.clock()
+        self.metrics.fallback.set(1)
+        log.warning(
+            "ratelimit service out of reach (%s): limiting locally at this process's share of each pool %s",
+            reason,
+            {pool: f"1/{self.local.sharers(pool)}" for pool in self.config.pools},
+        )
+        self._probe = asyncio.get_running_loop().create_task(self._probe_until_back())
+
+    async def _probe_until_back(self) -> None:
+        """One probe at a time, off the callers' path: a peek at a pool, which needs the service and Redis."""
+        pool = next(iter(self.config.pools))
+        _, fresh = self._sessions()
+        while True:
+            await self.sleep(self.probe_s)
+            try:
+                async with fresh.get(
+                    f"{self.url}/quota/{pool}", timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+                ) as response:
+                    if response.status == 200:
+                        break
+            except TRANSPORT_ERRORS:
+                continue
+        log.info("ratelimit service reachable again after %.1fs of local limiting", self.clock() - self._fallback_since)
+        self._fallback_since = None
+        self._probe = None
+        self.metrics.fallback.set(0)
 
     @staticmethod
     def _error(status: int, data: dict[str, object]) -> FatalError:

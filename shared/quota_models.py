@@ -15,10 +15,20 @@ class AcquireIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     endpoint: Name
-    cost: int = Field(default=1, description="units to take; at most the endpoint's tightest burst")
-    priority: Priority | None = Field(default=None, description="defaults to the endpoint's configured priority")
-    max_wait_ms: int = Field(default=0, ge=0, description="how long the service may hold the request for quota")
-    client_id: str = Field(default="", max_length=128)
+    cost: int = Field(
+        default=1, le=1_000_000, description="units to take; at least 1, at most the endpoint's tightest burst"
+    )
+    priority: Priority | None = Field(
+        default=None, description="defaults to the endpoint's configured priority; may lower it, never raise it"
+    )
+    max_wait_ms: int = Field(
+        default=0, ge=0, le=600_000, description="how long the service may hold the request for quota"
+    )
+    client_id: str = Field(
+        default="",
+        max_length=128,
+        description="the calling process; the service counts the processes drawing on each pool",
+    )
 
 
 class AcquireGranted(BaseModel):
@@ -26,6 +36,10 @@ class AcquireGranted(BaseModel):
     waited_ms: float
     remaining: int = Field(description="cost that could still be granted at once")
     utilization_pct: float = Field(description="highest utilization among the endpoint's pools after this grant")
+    clients: dict[str, int] = Field(
+        default_factory=dict,
+        description="client processes that drew on each of the endpoint's pools lately: a client's fallback share",
+    )
 
 
 class AcquireDenied(BaseModel):
@@ -73,6 +87,7 @@ class PoolQuota(BaseModel):
     utilization_pct: float
     remaining: int
     blocked_until_ms: int | None
+    clients: int = Field(description="client processes that drew on the pool in the last client_ttl_s")
 
 
 class EndpointInfo(BaseModel):

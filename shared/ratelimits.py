@@ -41,6 +41,7 @@ class RateLimitConfig(BaseModel):
     normal_max_utilization: float = Field(default=95, gt=0, le=100)
     max_wait_ms_limit: int = Field(default=30_000, ge=0, le=600_000)
     expected_replicas: int = Field(default=1, ge=1, le=1000)
+    client_ttl_s: int = Field(default=300, ge=1, le=86_400)
     pools: dict[Name, PoolLimit] = Field(min_length=1)
     endpoints: dict[Name, EndpointLimit] = Field(min_length=1)
 

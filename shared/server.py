@@ -14,6 +14,10 @@ from shared.errors import ConfigError
 from shared.logging import configure_logging
 from shared.settings import ServiceSettings, load_settings
 
+# Longer than any client of the stack keeps an idle connection (30 s), so a client never sends a request on
+# a connection the server is closing at that moment (uvicorn's default is 5 s).
+KEEP_ALIVE_S = 75
+
 
 class _Server(uvicorn.Server):
     """Marks the app as draining on SIGTERM/SIGINT so /readyz turns 503 while it shuts down."""
@@ -53,6 +57,7 @@ def run_service(
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=KEEP_ALIVE_S,
         backlog=4096,
         # No proxy in front of the services; parsing forwarded headers costs on every request.
         proxy_headers=False,

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from redis.connection import parse_url
 
 from shared.errors import ConfigError
 
@@ -116,6 +117,15 @@ class ServiceSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         init_kwargs = getattr(init_settings, "init_kwargs", {})
         return (init_settings, env_settings, YamlFilesSource(settings_cls, init_kwargs))
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            raise ValueError(f"expected redis://host:port/db, rediss://... or unix:///path.sock ({exc})") from None
+        return url
 
     @field_validator("trader_api_token")
     @classmethod

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import yaml
 
 from devtools.redis_server import RedisServer, free_port, redis_answers
 from devtools.stack import CONTRACT_PORTS, Stack
@@ -76,6 +77,14 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 StackFactory = Callable[..., Stack]
+
+
+def ratelimits_config(tmp_path: Path, limits: dict[str, object]) -> Path:
+    """A CONFIG_DIR holding only this ratelimits.yaml."""
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "ratelimits.yaml").write_text(yaml.safe_dump(limits))
+    return folder
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ PENALTY_LUA = (LUA_DIR / "penalty.lua").read_text()
 # Usage buckets per utilization window: the window slides in steps of window / SLOTS.
 SLOTS = 10
 HEADER = 7
-PER_POOL = 6
+PER_POOL = 8
+ARGS_PER_POOL = 4
 
 
 class Code(IntEnum):
@@ -39,6 +40,8 @@ class PoolState:
     rate: float
     burst: int
     overridden: bool
+    clients: int
+    deferred: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +59,47 @@ class Decision:
     def granted(self) -> bool:
         return self.code is Code.GRANTED
 
+    def then(self, later: Decision) -> Decision:
+        """This decision followed by one on some of the same pools (a reservation's deferred pools)."""
+        pools = {state.pool: state for state in self.pools} | {state.pool: state for state in later.pools}
+        return Decision(
+            code=later.code,
+            wait_us=self.wait_us + later.wait_us,
+            retry_after_us=later.retry_after_us,
+            pool=later.pool,
+            remaining=min(self.remaining, later.remaining),
+            utilization_pct=max(self.utilization_pct, later.utilization_pct),
+            now_us=later.now_us,
+            pools=tuple(pools[state.pool] for state in self.pools),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class EndpointPlan:
-    """What the script needs for one endpoint, computed once: pool keys and per-priority arguments."""
+    """What the script needs for one endpoint, computed once: keys and per-priority arguments."""
 
     pools: tuple[str, ...]
-    keys: tuple[str, ...]
+    keys: tuple[str, ...]  # the pools' hashes, then their client sets
     argv_by_priority: dict[Priority, tuple[str, ...]]
+
+    def subset(self, pools: tuple[str, ...]) -> EndpointPlan:
+        """The same endpoint restricted to some of its pools (a reservation's deferred ones)."""
+        index = [self.pools.index(p) for p in pools]
+        n = len(self.pools)
+        keys = tuple(self.keys[i] for i in index) + tuple(self.keys[n + i] for i in index)
+        argv = {
+            priority: tuple(arg for i in index for arg in tail[ARGS_PER_POOL * i : ARGS_PER_POOL * (i + 1)])
+            for priority, tail in self.argv_by_priority.items()
+        }
+        return EndpointPlan(pools, keys, argv)
 
 
 def pool_key(keys: KeySpace, pool: str) -> str:
     return keys.key("pool", pool)
+
+
+def clients_key(keys: KeySpace, pool: str) -> str:
+    return keys.key("clients", pool)
 
 
 def build_plans(config: RateLimitConfig, keys: KeySpace) -> dict[str, EndpointPlan]:
@@ -83,7 +115,8 @@ def build_plans(config: RateLimitConfig, keys: KeySpace) -> dict[str, EndpointPl
                 limit = config.pools[pool]
                 tail += [repr(limit.rate), str(limit.burst), str(endpoint.pools[pool]), repr(threshold)]
             argv[priority] = tuple(tail)
-        plans[name] = EndpointPlan(pools, tuple(pool_key(keys, p) for p in pools), argv)
+        all_keys = tuple(pool_key(keys, p) for p in pools) + tuple(clients_key(keys, p) for p in pools)
+        plans[name] = EndpointPlan(pools, all_keys, argv)
     return plans
 
 
@@ -94,9 +127,14 @@ def script_args(
     cost: int,
     priority: Priority,
     max_wait_us: int,
+    client_id: str = "",
     now_us: int | None = None,
 ) -> list[str]:
-    """ARGV of acquire.lua; `now_us` is only given by tests that drive time themselves."""
+    """ARGV of acquire.lua; `now_us` is only given by tests that drive time themselves.
+
+    Only critical requests may hold a future slot: a reservation pushes the pool's schedule ahead, and an
+    order arriving after a crowd of waiting market-data requests would otherwise queue behind all of them.
+    """
     head = [
         "" if now_us is None else str(now_us),
         str(cost),
@@ -104,6 +142,9 @@ def script_args(
         str(config.utilization_window_s * 1_000_000),
         str(SLOTS),
         repr(1 - config.safety_margin_pct / 100),
+        "1" if priority is Priority.CRITICAL else "0",
+        client_id,
+        str(config.client_ttl_s * 1_000_000),
     ]
     return head + list(plan.argv_by_priority[priority])
 
@@ -120,6 +161,8 @@ def parse_decision(plan: EndpointPlan, reply: list[int]) -> Decision:
             rate=reply[base + 3] / 1000,
             burst=reply[base + 4],
             overridden=bool(reply[base + 5]),
+            clients=reply[base + 6],
+            deferred=bool(reply[base + 7]),
         )
         for name, base in zip(plan.pools, range(HEADER, HEADER + PER_POOL * len(plan.pools), PER_POOL), strict=True)
     )

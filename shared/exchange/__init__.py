@@ -2,7 +2,14 @@
 
 from shared.exchange.auth import ApiKey, JwtSigner
 from shared.exchange.client import ExchangeClient
-from shared.exchange.errors import AuthError, BadExchangeResponse, ExchangeRejected, ExchangeUnavailable, RateLimited
+from shared.exchange.errors import (
+    AuthError,
+    BadExchangeResponse,
+    ExchangeRejected,
+    ExchangeUnavailable,
+    OrderOutcomeUnknown,
+    RateLimited,
+)
 from shared.exchange.retry import RetryPolicy
 
 __all__ = [
@@ -13,6 +20,7 @@ __all__ = [
     "ExchangeRejected",
     "ExchangeUnavailable",
     "JwtSigner",
+    "OrderOutcomeUnknown",
     "RateLimited",
     "RetryPolicy",
 ]

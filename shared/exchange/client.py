@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -15,9 +16,15 @@ import orjson
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import InvalidRequest
+from shared.errors import InvalidRequest, RetryableError
 from shared.exchange.auth import ApiKey, JwtSigner
-from shared.exchange.errors import AuthError, ExchangeUnavailable, RateLimited
+from shared.exchange.errors import (
+    AuthError,
+    BadExchangeResponse,
+    ExchangeUnavailable,
+    OrderOutcomeUnknown,
+    RateLimited,
+)
 from shared.exchange.metrics import ExchangeMetrics
 from shared.exchange.models import (
     AccountsPage,
@@ -54,6 +61,8 @@ PREFIX = "/api/v3/brokerage"
 CANDLES_PER_REQUEST = 349
 # Penalty reported to the ratelimit service when a 429 comes without any hint of how long to wait.
 DEFAULT_PENALTY_S = 1.0
+# Transport failures that happen before a byte of the request left: the exchange cannot have acted on them.
+NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class ExchangeClient:
@@ -97,17 +106,15 @@ class ExchangeClient:
         offset: int | None = None,
         product_type: str | None = None,
         product_ids: Sequence[str] = (),
-        private: bool = False,
     ) -> ProductsPage:
-        """One page of products, from the public listing unless `private`."""
+        """One page of products, from the public listing (Coinbase counts it per IP: the `public` pool)."""
         params = _params(limit=limit, offset=offset, product_type=product_type) + _repeated("product_ids", product_ids)
-        path = "/products" if private else "/market/products"
-        return await self._call("list_products", ProductsPage, "GET", path, params=params, private=private)
+        return await self._call("list_products", ProductsPage, "GET", "/market/products", params=params, private=False)
 
-    async def get_product(self, product_id: str, *, private: bool = False) -> Product:
-        """One product, from the public endpoint unless `private`."""
-        path = f"/products/{_seg(product_id)}" if private else f"/market/products/{_seg(product_id)}"
-        return await self._call("get_product", Product, "GET", path, private=private)
+    async def get_product(self, product_id: str) -> Product:
+        """One product, from the public endpoint (the `public` pool)."""
+        path = f"/market/products/{_seg(product_id)}"
+        return await self._call("get_product", Product, "GET", path, private=False)
 
     async def get_candles(
         self, product_id: str, *, start: int, end: int, granularity: Granularity | str
@@ -145,7 +152,12 @@ class ExchangeClient:
     async def create_order(
         self, *, client_order_id: str, product_id: str, side: Side, configuration: OrderConfiguration
     ) -> CreateOrderResponse:
-        """Place an order; `client_order_id` is Coinbase's dedupe key, so retries resend the very same body."""
+        """Place an order; `client_order_id` is Coinbase's dedupe key, so retries resend the very same body.
+
+        Raises OrderOutcomeUnknown when an attempt may have reached the exchange and the call still failed:
+        the order may be live. Calling again with the same `client_order_id` and body tells (Coinbase answers a
+        repeated client_order_id with the order it already has).
+        """
         try:
             request = CreateOrderRequest(
                 client_order_id=client_order_id, product_id=product_id, side=side, order_configuration=configuration
@@ -153,7 +165,9 @@ class ExchangeClient:
         except ValidationError as exc:
             raise InvalidRequest(f"create_order {client_order_id!r}: {explain(exc)}") from None
         body = orjson.dumps(request.model_dump(mode="json", exclude_none=True))
-        response = await self._call("create_order", CreateOrderResponse, "POST", "/orders", body=body)
+        response = await self._call(
+            "create_order", CreateOrderResponse, "POST", "/orders", body=body, outcome_key=client_order_id
+        )
         if not response.success:
             raise order_refusal(client_order_id, response)
         return response
@@ -166,21 +180,42 @@ class ExchangeClient:
     async def list_orders(
         self,
         *,
-        client_order_id: str | None = None,
         product_ids: Sequence[str] = (),
         order_status: Sequence[str] = (),
+        start_date: datetime | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> OrdersPage:
-        """One page of orders; with `client_order_id`, only that order's entries of the page."""
+        """One page of orders, newest first."""
         params = _repeated("product_ids", product_ids) + _repeated("order_status", order_status)
-        params += _params(limit=limit, cursor=cursor)
-        page = await self._call("list_orders", OrdersPage, "GET", "/orders/historical/batch", params)
-        if client_order_id is not None:
-            # The list endpoint documents no client_order_id filter, so an unknown parameter could be
-            # ignored and return other orders: filter here instead of trusting the server.
-            page.orders = [order for order in page.orders if order.client_order_id == client_order_id]
-        return page
+        since = start_date.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if start_date else None
+        params += _params(start_date=since, limit=limit, cursor=cursor)
+        return await self._call("list_orders", OrdersPage, "GET", "/orders/historical/batch", params)
+
+    async def find_order(
+        self,
+        client_order_id: str,
+        *,
+        product_id: str | None = None,
+        since: datetime | None = None,
+        max_pages: int = 10,
+        page_size: int = 250,
+    ) -> Order | None:
+        """The order placed with this client_order_id, paging back through the history (bounded), or None.
+
+        Coinbase documents no client_order_id filter, so the pages are searched here; `product_id` and
+        `since` narrow what is read. A None after `max_pages` full pages only means it was not found there.
+        """
+        cursor = None
+        for _ in range(max_pages):
+            page = await self.list_orders(
+                product_ids=[product_id] if product_id else (), start_date=since, limit=page_size, cursor=cursor
+            )
+            found = next((order for order in page.orders if order.client_order_id == client_order_id), None)
+            if found is not None or not page.has_next or not page.cursor:
+                return found
+            cursor = page.cursor
+        return None
 
     async def list_fills(
         self,
@@ -209,9 +244,40 @@ class ExchangeClient:
         *,
         body: bytes | None = None,
         private: bool = True,
+        outcome_key: str | None = None,
     ) -> M:
-        """Take quota, send, retry transient failures with backoff, and parse the answer."""
+        """Take quota, send, retry transient failures with backoff, and parse the answer.
+
+        With `outcome_key` (an order's client_order_id), a failure after any attempt that may have reached
+        the exchange is raised as OrderOutcomeUnknown, whatever failed last.
+        """
         path = PREFIX + path
+        reached: list[str] = []  # the failures of attempts the exchange may have acted on
+        try:
+            return await self._attempts(endpoint, model, method, path, params, body, private, reached)
+        except (RetryableError, AuthError, BadExchangeResponse) as exc:
+            # an answer we could not read may well be an accepted order
+            if outcome_key is None or not (reached or isinstance(exc, BadExchangeResponse)):
+                raise
+            earlier = f"an attempt that may have reached the exchange got {reached[0]}, then " if reached else ""
+            raise OrderOutcomeUnknown(
+                f"{endpoint}: the order {outcome_key!r} may be live: {earlier}{exc.message}; "
+                "send it again with the same client_order_id to learn its outcome",
+                client_order_id=outcome_key,
+                cause=exc.code,
+            ) from exc
+
+    async def _attempts(
+        self,
+        endpoint: str,
+        model: type[M],
+        method: str,
+        path: str,
+        params: Params | None,
+        body: bytes | None,
+        private: bool,
+        reached: list[str],
+    ) -> M:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         started = self.monotonic()
         attempt = 0
@@ -228,11 +294,14 @@ class ExchangeClient:
             except httpx.TransportError as exc:
                 self.metrics.observe(endpoint, "error", self.monotonic() - sent)
                 failure = type(exc).__name__
+                if not isinstance(exc, NEVER_SENT):
+                    reached.append(failure)
             else:
                 self.metrics.observe(endpoint, response.status_code, self.monotonic() - sent)
                 if response.status_code < 500:
                     return await self._answer(endpoint, response, model)
                 failure = f"HTTP {response.status_code}"
+                reached.append(failure)
             delay = self.retry.delay(attempt, self.rng)
             if attempt >= self.retry.max_attempts or self.monotonic() - started + delay > self.retry.budget_s:
                 raise ExchangeUnavailable(

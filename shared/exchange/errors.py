@@ -26,6 +26,20 @@ class ExchangeUnavailable(RetryableError):
     code = "exchange_unavailable"
 
 
+class OrderOutcomeUnknown(RetryableError):
+    """An order attempt may have reached the exchange and the call failed after it: the order may be live.
+
+    Resending the same body with the same `client_order_id` is how to learn the outcome: Coinbase answers a
+    repeated client_order_id with the order it already has, never with a second one."""
+
+    status_code = 503
+    code = "order_outcome_unknown"
+
+    def __init__(self, message: str, *, client_order_id: str, cause: str):
+        super().__init__(message, details={"client_order_id": client_order_id, "cause": cause})
+        self.client_order_id = client_order_id
+
+
 class AuthError(FatalError):
     """The exchange refused the API key (401/403), or the key itself is unusable; names the key, never the secret."""
 

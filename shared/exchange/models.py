@@ -279,6 +279,17 @@ class Fill(Body):
     side: str | None = None
     retail_portfolio_id: str | None = None
 
+    @property
+    def base_size(self) -> Decimal:
+        """The amount filled in the base currency: Coinbase gives `size` in the quote currency when
+        `size_in_quote` is true (an order sized by what it spends)."""
+        return self.size / self.price if self.size_in_quote else self.size
+
+    @property
+    def quote_value(self) -> Decimal:
+        """The fill's value in the quote currency, before fees."""
+        return self.size if self.size_in_quote else self.size * self.price
+
 
 class FillsPage(Body):
     fills: list[Fill]

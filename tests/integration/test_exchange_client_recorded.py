@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import random
 import time
@@ -12,6 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -39,10 +41,11 @@ from shared.exchange import (
     ExchangeRejected,
     ExchangeUnavailable,
     JwtSigner,
+    OrderOutcomeUnknown,
     RateLimited,
     RetryPolicy,
 )
-from shared.exchange.models import LimitGtc, MarketIoc, OrderConfiguration
+from shared.exchange.models import Fill, LimitGtc, MarketIoc, OrderConfiguration
 from shared.quota import QuotaClient
 from shared.ratelimits import RateLimitConfig
 
@@ -170,10 +173,11 @@ class Ratelimit:
     The process outlives each test, so every figure is a difference from the test's start.
     """
 
-    def __init__(self, url: str, config: RateLimitConfig, redis_client: redis.Redis):
+    def __init__(self, url: str, config: RateLimitConfig, redis_client: redis.Redis, prefix: str):
         self.url = url
         self.config = config
         self.redis = redis_client
+        self.prefix = prefix
         self._granted: Counter[tuple[str, str]] = Counter()
         self._penalties: Counter[str] = Counter()
 
@@ -218,6 +222,10 @@ class Ratelimit:
         seconds, micros = self.redis.time()
         return seconds * 1000 + micros // 1000
 
+    def lift_penalty(self, pool: str) -> None:
+        """End a long penalty a test set on purpose."""
+        self.redis.hdel(f"{self.prefix}ratelimit:pool:{pool}", "blocked_until")
+
     async def wait_until_open(self, deadline_s: float = 30.0) -> None:
         """Let the penalties a test provoked run out, so the next test starts with open pools."""
         deadline = time.monotonic() + deadline_s
@@ -246,7 +254,7 @@ def ratelimit_service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) 
     try:
         stack.start(["ratelimit"])
         stack.wait_ready()
-        yield Ratelimit(stack.url("ratelimit"), RateLimitConfig.model_validate(limits["ratelimit"]), client)
+        yield Ratelimit(stack.url("ratelimit"), RateLimitConfig.model_validate(limits["ratelimit"]), client, prefix)
     finally:
         stack.stop()
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
@@ -355,10 +363,30 @@ async def test_list_products_is_public_with_repeated_ids_and_background_quota(
     assert await ratelimit.granted() == {("list_products", "background"): 1}
 
 
-async def test_list_products_private_is_signed(client: ExchangeClient, exchange: respx.MockRouter) -> None:
-    route = exchange.get(f"{API}/products").respond(json=PRODUCTS)
-    await client.list_products(private=True)
-    assert route.calls.last.request.headers["Authorization"].startswith("Bearer ")
+async def test_each_call_draws_on_the_pool_coinbase_counts_it_in(
+    client: ExchangeClient, exchange: respx.MockRouter, ratelimit: Ratelimit
+) -> None:
+    """Public /market paths are counted per IP (`public`), signed paths per key (`private`)."""
+    exchange.get(url__regex=rf"{API}/.*").respond(json={})
+    calls = {
+        "list_products": (client.list_products(), False),
+        "get_product": (client.get_product("BTC-USD"), False),
+        "server_time": (client.server_time(), False),
+        "get_candles": (client.get_candles("BTC-USD", start=0, end=60, granularity="ONE_MINUTE"), True),
+        "best_bid_ask": (client.best_bid_ask(["BTC-USD"]), True),
+        "market_trades": (client.market_trades("BTC-USD"), True),
+        "accounts": (client.accounts(), True),
+        "list_orders": (client.list_orders(), True),
+        "list_fills": (client.list_fills(), True),
+    }
+    for name, (call, signed) in calls.items():
+        with contextlib.suppress(BadExchangeResponse):
+            await call
+        request = exchange.calls.last.request
+        pools = set(ratelimit.config.endpoints[name].pools)
+        assert ("Authorization" in request.headers) == signed, name
+        assert ("/market/" in request.url.path or request.url.path.endswith("/time")) == (not signed), name
+        assert ("private" in pools) == signed and ("public" in pools) == (not signed), (name, pools)
 
 
 async def test_get_product_and_server_time_are_public(
@@ -521,9 +549,7 @@ async def test_orders_fills_and_accounts_requests(
     )
 
     order = await client.get_order("0000-000000-000001")
-    page = await client.list_orders(
-        client_order_id="coid-1", product_ids=["BTC-USD"], order_status=["OPEN", "FILLED"], cursor="c1"
-    )
+    page = await client.list_orders(product_ids=["BTC-USD"], order_status=["OPEN", "FILLED"], cursor="c1")
     fill_page = await client.list_fills(order_ids=["o-1", "o-2"], cursor="f1")
     account_page = await client.accounts()
 
@@ -535,7 +561,7 @@ async def test_orders_fills_and_accounts_requests(
         ("order_status", "FILLED"),
         ("cursor", "c1"),
     ]
-    assert [o.client_order_id for o in page.orders] == ["coid-1"] and page.cursor == "c2"
+    assert [o.client_order_id for o in page.orders] == ["coid-1", "x"] and page.cursor == "c2"
     assert query(fills.calls.last.request) == [("order_ids", "o-1"), ("order_ids", "o-2"), ("cursor", "f1")]
     assert fill_page.fills[0].commission == Decimal("2.7")
     assert query(accounts.calls.last.request) == [("limit", "250")]
@@ -759,3 +785,70 @@ async def test_missing_required_field_is_named(client: ExchangeClient, exchange:
     exchange.get(f"{API}/products/BTC-USD/candles").respond(json={"candles": [{"start": "1700000000", "low": "1"}]})
     with pytest.raises(BadExchangeResponse, match=r"candles\[0\]\.high: is missing"):
         await client.get_candles("BTC-USD", start=NOW - 60, end=NOW, granularity="ONE_MINUTE")
+
+
+async def test_an_order_that_may_be_live_is_never_reported_as_never_sent(
+    client: ExchangeClient, exchange: respx.MockRouter, ratelimit: Ratelimit
+) -> None:
+    async def timeout_then_close_the_pool(request: httpx.Request) -> httpx.Response:
+        # the first attempt may have reached the exchange; then an exchange 429 elsewhere closes the pool
+        async with (  # aiohttp: respx mocks every httpx request
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{ratelimit.url}/v1/penalty",
+                json={"pool": "private", "retry_after_ms": 60_000},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            ) as answer,
+        ):
+            assert answer.status == 200
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    exchange.post(f"{API}/orders").mock(side_effect=timeout_then_close_the_pool)
+    config = OrderConfiguration(market_market_ioc=MarketIoc(quote_size=Decimal("10")))
+    with pytest.raises(OrderOutcomeUnknown) as caught:
+        await client.create_order(client_order_id="c-live", product_id="BTC-USD", side="BUY", configuration=config)
+    assert caught.value.client_order_id == "c-live" and caught.value.retryable
+    assert "ReadTimeout" in caught.value.message and "quota_denied" == caught.value.details["cause"]
+    ratelimit.lift_penalty("private")
+
+
+async def test_an_order_never_sent_fails_as_itself(client: ExchangeClient, exchange: respx.MockRouter) -> None:
+    exchange.post(f"{API}/orders").mock(side_effect=httpx.ConnectError("refused"))
+    config = OrderConfiguration(market_market_ioc=MarketIoc(quote_size=Decimal("10")))
+    with pytest.raises(ExchangeUnavailable):
+        await client.create_order(client_order_id="c-none", product_id="BTC-USD", side="BUY", configuration=config)
+
+
+async def test_an_unreadable_answer_to_an_order_is_an_unknown_outcome(
+    client: ExchangeClient, exchange: respx.MockRouter
+) -> None:
+    exchange.post(f"{API}/orders").respond(200, content=b'{"success": tr')
+    config = OrderConfiguration(market_market_ioc=MarketIoc(quote_size=Decimal("10")))
+    with pytest.raises(OrderOutcomeUnknown):
+        await client.create_order(client_order_id="c-bad", product_id="BTC-USD", side="BUY", configuration=config)
+
+
+async def test_find_order_pages_back_until_the_client_order_id(
+    client: ExchangeClient, exchange: respx.MockRouter
+) -> None:
+    pages = [
+        {"orders": [{**ORDER, "client_order_id": f"other-{i}"}], "has_next": True, "cursor": f"p{i + 1}"}
+        for i in range(3)
+    ] + [{"orders": [{**ORDER, "client_order_id": "wanted"}], "has_next": True, "cursor": "p4"}]
+    route = exchange.get(f"{API}/orders/historical/batch").mock(
+        side_effect=[httpx.Response(200, json=page) for page in pages]
+    )
+    since = datetime(2024, 1, 15, tzinfo=UTC)
+    found = await client.find_order("wanted", product_id="BTC-USD", since=since)
+    assert found is not None and found.client_order_id == "wanted"
+    assert [dict(query(call.request)).get("cursor") for call in route.calls] == [None, "p1", "p2", "p3"]
+    assert ("start_date", "2024-01-15T00:00:00Z") in query(route.calls[0].request)
+    route.side_effect = [httpx.Response(200, json=page) for page in pages[:3]]
+    assert await client.find_order("missing", max_pages=3) is None
+
+
+def test_a_fill_sized_in_quote_is_read_in_base_units() -> None:
+    bought = Fill.model_validate({**FILL, "size": "27.135", "price": "45000.00", "size_in_quote": True})
+    assert bought.base_size == Decimal("0.000603") and bought.quote_value == Decimal("27.135")
+    plain = Fill.model_validate(FILL)
+    assert plain.base_size == Decimal("0.01") and plain.quote_value == Decimal("450.0000")

@@ -25,6 +25,7 @@ CONFIG = RateLimitConfig.model_validate(
             "own": {"rate": 2, "burst": 2},
         },
         "endpoints": {
+            "server_time": {"priority": "normal", "pools": {"public": 1}},
             "create_order": {"priority": "critical", "pools": {"private": 1}},
             "get_candles": {"priority": "normal", "pools": {"private": 1}},
             "list_products": {"priority": "background", "pools": {"public": 1, "own": 1}},
@@ -48,15 +49,31 @@ class Script:
         self.penalty = client.register_script(PENALTY_LUA)
 
     def decide(
-        self, endpoint: str, now_us: int, *, cost: int = 1, priority: Priority | None = None, max_wait_us: int = 0
+        self,
+        endpoint: str,
+        now_us: int,
+        *,
+        cost: int = 1,
+        priority: Priority | None = None,
+        max_wait_us: int = 0,
+        client_id: str = "",
     ) -> Decision:
         plan = self.plans[endpoint]
         prio = priority or self.config.endpoints[endpoint].priority
-        args = script_args(self.config, plan, cost=cost, priority=prio, max_wait_us=max_wait_us, now_us=now_us)
+        args = script_args(
+            self.config, plan, cost=cost, priority=prio, max_wait_us=max_wait_us, now_us=now_us, client_id=client_id
+        )
         return parse_decision(plan, self.acquire(keys=list(plan.keys), args=args))
 
-    def state(self) -> dict[bytes, dict[bytes, bytes]]:
-        return {key: self.client.hgetall(key) for key in self.client.scan_iter(match=f"{self.keys.base}*")}
+    def state(self) -> dict[bytes, object]:
+        """Every key of the script: pool hashes and client sets."""
+        found: dict[bytes, object] = {}
+        for key in self.client.scan_iter(match=f"{self.keys.base}*"):
+            kind = self.client.type(key)
+            found[key] = (
+                self.client.hgetall(key) if kind == b"hash" else self.client.zrange(key, 0, -1, withscores=True)
+            )
+        return found
 
 
 @pytest.fixture
@@ -234,3 +251,38 @@ def test_utilization_counts_the_window(script: Script) -> None:
     assert peek.pools[0].utilization_pct == pytest.approx(10.0, abs=0.05)
     gone = script.decide("create_order", T0 + 12 * SECOND, cost=0)
     assert gone.pools[0].utilization_pct == 0
+
+
+def test_critical_is_not_queued_behind_waiting_market_data(script: Script) -> None:
+    # 128 candle requests that may wait 5 s each arrive at once, then an order
+    for _ in range(128):
+        script.decide("get_candles", T0, max_wait_us=5 * SECOND)
+    interval = SECOND / 27
+    order = script.decide("create_order", T0, max_wait_us=5 * SECOND)
+    assert order.granted
+    assert order.wait_us <= interval + 1
+    # only critical requests hold future slots: the market data was granted its burst and told when to ask again
+    late = script.decide("get_candles", T0, max_wait_us=5 * SECOND)
+    assert not late.granted and 0 < late.retry_after_us <= 2 * interval + 1
+    assert all(p.utilization_pct <= 100 for p in late.pools)
+
+
+def test_a_reservation_leaves_the_other_linked_pools_free(script: Script) -> None:
+    # list_products draws on public (burst 3) and own (2/s, burst 2): own runs out first
+    for _ in range(2):
+        assert script.decide("list_products", T0, priority=Priority.CRITICAL).granted
+    reserved = script.decide("list_products", T0, priority=Priority.CRITICAL, max_wait_us=SECOND)
+    assert reserved.granted and reserved.wait_us > SECOND // 2
+    assert [p.deferred for p in reserved.pools] == [True, False]  # public is taken when the slot comes
+    # public is idle meanwhile: another endpoint on it is not held back by the reservation on own
+    assert script.decide("server_time", T0 + 1000).granted
+
+
+def test_the_clients_drawing_on_a_pool_are_counted(script: Script) -> None:
+    for client in ("strategy-1", "executor-1", "strategy-1"):
+        granted = script.decide("create_order", T0, client_id=client)
+    assert granted.granted and granted.pools[0].clients == 2
+    assert script.decide("create_order", T0, cost=0).pools[0].clients == 2
+    # a client that drew nothing for client_ttl_s is no longer counted
+    later = T0 + (CONFIG.client_ttl_s + 1) * SECOND
+    assert script.decide("create_order", later, client_id="executor-1").pools[0].clients == 1

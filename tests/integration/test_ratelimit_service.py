@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry
 
 from devtools.redis_server import RedisServer
@@ -18,7 +18,7 @@ from shared.errors import NotFound
 from shared.quota import QuotaClient, QuotaDenied
 from shared.ratelimits import RateLimitConfig
 from shared.settings import DEV_API_TOKEN, load_settings
-from tests.conftest import StackFactory
+from tests.conftest import StackFactory, ratelimits_config
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +38,7 @@ LIMITS = {
             "get_candles": {"priority": "normal", "pools": {"private": 1}},
             "accounts": {"priority": "background", "pools": {"private": 1}},
             "list_products": {"priority": "background", "pools": {"public": 1, "products": 1}},
+            "server_time": {"priority": "normal", "pools": {"public": 1}},
         },
     }
 }
@@ -45,10 +46,7 @@ LIMITS = {
 
 @pytest.fixture
 def config_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "config"
-    folder.mkdir()
-    (folder / "ratelimits.yaml").write_text(yaml.safe_dump(LIMITS))
-    return folder
+    return ratelimits_config(tmp_path, LIMITS)
 
 
 @pytest.fixture
@@ -70,6 +68,14 @@ def quota_client(base: str, limits: RateLimitConfig, **kwargs: object) -> QuotaC
     )
 
 
+async def until_back(client: QuotaClient, timeout_s: float = 10) -> None:
+    """Let the client's background probe find the service again."""
+    deadline = time.monotonic() + timeout_s
+    while client.in_fallback:
+        assert time.monotonic() < deadline, "the client's probe did not find the service again"
+        await asyncio.sleep(0.05)
+
+
 def test_acquire_contract(redis_url: str, start_stack: StackFactory, config_dir: Path) -> None:
     base = start(start_stack, redis_url, config_dir).url("ratelimit")
     granted = acquire(base, endpoint="create_order")
@@ -79,7 +85,12 @@ def test_acquire_contract(redis_url: str, start_stack: StackFactory, config_dir:
         "waited_ms": granted.json()["waited_ms"],
         "remaining": 3,
         "utilization_pct": granted.json()["utilization_pct"],
+        "clients": {"private": 0},
     }
+    counted = acquire(base, endpoint="create_order", client_id="executor-1")
+    assert counted.json()["clients"] == {"private": 1}
+    drained = acquire(base, endpoint="create_order", cost=4, max_wait_ms=1000)
+    assert drained.status_code == 200 and drained.json()["remaining"] == 0
     drained = acquire(base, endpoint="create_order", cost=4, max_wait_ms=1000)
     assert drained.status_code == 200 and drained.json()["remaining"] == 0
     denied = acquire(base, endpoint="create_order", cost=4)
@@ -264,7 +275,7 @@ async def test_client_falls_back_locally_and_recovers(
         assert granted <= 4
         stack.start(["ratelimit"])
         stack.wait_ready()
-        await asyncio.sleep(0.25)
+        await until_back(client)
         recovered = await client.take("get_candles", max_wait_ms=1000)
         assert not recovered.fallback and not client.in_fallback
         assert client.metrics.fallback._value.get() == 0
@@ -290,8 +301,106 @@ async def test_redis_outage_is_503_then_recovers_without_restart(
         while acquire(base, endpoint="get_candles").status_code != 200:
             assert time.monotonic() < deadline, "service did not recover after Redis came back"
             time.sleep(0.1)
-        await asyncio.sleep(0.25)
+        await until_back(client)
         assert not (await client.take("get_candles", max_wait_ms=1000)).fallback
         assert stack.processes["ratelimit"].poll() is None
     finally:
         await client.aclose()
+
+
+async def test_orders_are_not_queued_behind_waiting_market_data(
+    redis_url: str, start_stack: StackFactory, config_dir: Path, limits: RateLimitConfig
+) -> None:
+    base = start(start_stack, redis_url, config_dir).url("ratelimit")
+    pool = limits.pools["private"]
+    async with httpx.AsyncClient(
+        base_url=base, headers=AUTH, timeout=30, limits=httpx.Limits(max_connections=200)
+    ) as http:
+
+        async def ask(endpoint: str) -> tuple[int, float, float]:
+            answer = await http.post("/v1/acquire", json={"endpoint": endpoint, "max_wait_ms": 5000})
+            return answer.status_code, answer.json().get("waited_ms", 0.0), time.monotonic()
+
+        started = time.monotonic()
+        candles = [asyncio.create_task(ask("get_candles")) for _ in range(128)]
+        await asyncio.sleep(0.5)  # the candle requests now wait for quota in the service
+        orders = []
+        for _ in range(5):
+            orders.append(await ask("create_order"))
+            await asyncio.sleep(0.2)
+        answers = await asyncio.gather(*candles)
+    granted = [done for status, _, done in [*answers, *orders] if status == 200]
+    elapsed = max(granted) - started
+    assert all(status == 200 for status, _, _ in orders)
+    # an order waits at most for the slot being used now, never for the candles queued ahead of it
+    assert max(waited for _, waited, _ in orders) < 250, orders
+    assert len(granted) <= limits.effective_rate(pool) * elapsed + pool.burst
+    utilization = httpx.get(f"{base}/v1/quota/private").json()["utilization_pct"]
+    assert 0 < utilization <= 100
+
+
+def test_a_penalty_reported_during_a_wait_refuses_the_waiting_grant(
+    redis_url: str, start_stack: StackFactory, config_dir: Path
+) -> None:
+    base = start(start_stack, redis_url, config_dir).url("ratelimit")
+    assert acquire(base, endpoint="create_order", cost=4).status_code == 200
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(acquire, base, endpoint="create_order", cost=4, max_wait_ms=1000)  # ~222 ms ahead
+        time.sleep(0.05)
+        httpx.post(f"{base}/v1/penalty", json={"pool": "private", "retry_after_ms": 2000}, headers=AUTH)
+        answer = waiting.result()
+    assert answer.status_code == 429, answer.text
+    assert answer.json()["reason"] == "penalty" and answer.json()["retry_after_ms"] > 1000
+
+
+def test_waiting_on_the_product_budget_leaves_the_public_pool_free(
+    redis_url: str, start_stack: StackFactory, config_dir: Path
+) -> None:
+    base = start(start_stack, redis_url, config_dir).url("ratelimit")
+    assert acquire(base, endpoint="list_products").status_code == 200
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(acquire, base, endpoint="list_products", max_wait_ms=2000)  # ~1.1 s on products
+        time.sleep(0.15)
+        others = []
+        for _ in range(4):
+            others.append(acquire(base, endpoint="server_time").status_code)
+            time.sleep(0.15)
+        assert waiting.result().status_code == 200
+    assert others == [200] * 4
+
+
+def test_a_caller_may_lower_its_priority_never_raise_it(
+    redis_url: str, start_stack: StackFactory, config_dir: Path
+) -> None:
+    base = start(start_stack, redis_url, config_dir).url("ratelimit")
+    assert acquire(base, endpoint="get_candles", priority="background").status_code == 200
+    raised = acquire(base, endpoint="get_candles", priority="critical")
+    assert raised.status_code == 422
+    assert raised.json()["details"]["field"] == "priority" and "normal" in raised.json()["message"]
+
+
+def test_out_of_range_numbers_and_huge_strings_are_422_naming_the_field(
+    redis_url: str, start_stack: StackFactory, config_dir: Path
+) -> None:
+    base = start(start_stack, redis_url, config_dir).url("ratelimit")
+    huge = 2**70
+    for path, method, body, field in (
+        ("/v1/acquire", "POST", {"endpoint": "get_candles", "cost": huge}, "cost"),
+        ("/v1/acquire", "POST", {"endpoint": "get_candles", "max_wait_ms": huge}, "max_wait_ms"),
+        ("/v1/limits/private", "PUT", {"rate": 1, "burst": huge}, "burst"),
+        ("/v1/penalty", "POST", {"pool": "private", "retry_after_ms": huge}, "retry_after_ms"),
+    ):
+        answer = httpx.request(method, f"{base}{path}", json=body, headers=AUTH)
+        assert answer.status_code == 422, (field, answer.text)
+        fields = answer.json()["details"]["fields"]
+        assert fields[0]["field"] == field and fields[0]["value"] == str(huge)
+    long_id = acquire(base, endpoint="get_candles", client_id="x" * 10_000)
+    assert long_id.status_code == 422 and long_id.json()["details"]["fields"][0]["field"] == "client_id"
+    assert len(long_id.content) < 2_000
+    too_big = httpx.post(f"{base}/v1/acquire", content=b" " * 100_000, headers=AUTH)
+    assert too_big.status_code == 413 and too_big.json()["error"] == "body_too_large"
+    assert too_big.headers["x-request-id"]
+    no_token = httpx.post(f"{base}/v1/acquire", content=b" " * 100_000)
+    assert no_token.status_code == 401
+    granted = acquire(base, endpoint="get_candles")
+    assert granted.status_code == 200 and len(granted.headers["x-request-id"]) == 16

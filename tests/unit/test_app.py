@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +16,7 @@ from pydantic import BaseModel, Field
 from services.ratelimit.settings import RatelimitSettings
 from shared.app import build_app
 from shared.errors import NotFound
+from shared.logging import JsonFormatter
 from shared.settings import DEV_API_TOKEN, load_settings
 
 AUTH = {"Authorization": f"Bearer {DEV_API_TOKEN}"}
@@ -37,6 +41,11 @@ def make_router() -> APIRouter:
     @router.get("/boom")
     async def boom() -> None:
         raise RuntimeError("secret internals")
+
+    @router.post("/logged")
+    async def logged() -> dict[str, str]:
+        logging.getLogger("test.route").warning("handled a write")
+        return {"ok": "yes"}
 
     return router
 
@@ -105,3 +114,73 @@ def test_metrics_expose_http_and_trader_series(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'trader_service_info{service="ratelimit",trading_mode="sim"} 1.0' in text
     assert 'http_requests_total{handler="/v1/things/{name}",method="GET",status="404"}' in text
+
+
+class Counting:
+    """A request body that counts how much of it the server pulled."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.sent = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunk = b"x" * 4096
+        while self.sent < self.size:
+            self.sent += len(chunk)
+            yield chunk
+
+
+def test_a_write_without_the_token_is_refused_before_its_body_is_read(client: TestClient) -> None:
+    body = Counting(10 * 1024 * 1024)
+    response = client.post("/v1/things", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 401 and response.json()["error"] == "unauthorized"
+    assert body.sent <= 4096 * 2
+
+
+def test_a_body_over_the_cap_is_413_json(client: TestClient) -> None:
+    declared = client.post("/v1/things", content=b"{" + b" " * 20_000 + b"}", headers=AUTH)
+    assert declared.status_code == 413
+    assert declared.json()["error"] == "body_too_large" and declared.json()["details"]["max_bytes"] == 16 * 1024
+    streamed = client.post("/v1/things", content=Counting(200_000), headers=AUTH)  # chunked, no length given
+    assert streamed.status_code == 413 and streamed.json()["error"] == "body_too_large"
+
+
+def test_validation_errors_echo_huge_values_bounded(client: TestClient) -> None:
+    json_auth = AUTH | {"Content-Type": "application/json"}
+    huge_int = client.post("/v1/things", content=b'{"name": "a", "size": ' + b"9" * 30 + b"}", headers=json_auth)
+    assert huge_int.status_code == 200  # a valid, if large, size: the model has no upper bound
+    too_big = client.post("/v1/things", json={"name": "a", "size": -(2**70)}, headers=AUTH)
+    assert too_big.status_code == 422
+    assert too_big.json()["details"]["fields"][0] == {
+        "field": "size",
+        "message": "Input should be greater than 0",
+        "value": str(-(2**70)),
+    }
+    long_name = client.post("/v1/things", json={"name": ["x" * 10_000], "size": 1}, headers=AUTH)
+    assert long_name.status_code == 422
+    assert len(long_name.text) < 1000 and "(10004 characters)" in long_name.text
+
+
+def test_log_lines_written_for_a_request_carry_its_id(client: TestClient) -> None:
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter("test"))
+    logging.getLogger().addHandler(handler)
+    try:
+        given = client.post("/v1/logged", headers=AUTH | {"X-Request-ID": "req-42"})
+        made = client.post("/v1/logged", headers=AUTH)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = [json.loads(line) for line in out.getvalue().splitlines() if "handled a write" in line]
+    assert [line["request_id"] for line in lines] == ["req-42", made.headers["x-request-id"]]
+    assert given.headers["x-request-id"] == "req-42" and len(made.headers["x-request-id"]) == 16
+
+
+def test_docs_are_served_without_internet(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assets = [part.split('"')[0] for part in page.text.split('src="')[1:] + page.text.split('href="')[1:]]
+    local = [asset for asset in assets if asset.endswith((".js", ".css"))]
+    assert local and all(asset.startswith("/") for asset in local), assets
+    for asset in local:
+        assert client.get(asset).status_code == 200, asset

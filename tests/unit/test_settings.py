@@ -140,9 +140,15 @@ def test_service_exits_nonzero_with_one_line_on_bad_config(service: str, config_
         "exchange_sim": ("exchange_sim.yaml", "exchange_sim.products"),
     }[service]
     edit_yaml(config_dir / file, key, "not-a-number")
+    line = failed_start(service, CONFIG_DIR=str(config_dir))
+    assert key in line and "'not-a-number'" in line
+
+
+def failed_start(service: str, **env: str) -> str:
+    """Start a service that must refuse its configuration: exit code 2 and the one line it printed."""
     result = subprocess.run(
         [sys.executable, "-m", f"services.{service}"],
-        env={"CONFIG_DIR": str(config_dir), "PATH": "/usr/bin:/bin", "PORT": "1"},
+        env={"PATH": "/usr/bin:/bin", "PORT": "1", **env},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -151,4 +157,10 @@ def test_service_exits_nonzero_with_one_line_on_bad_config(service: str, config_
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert key in lines[0] and "'not-a-number'" in lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("url", ["notaurl", "http://127.0.0.1:6379/0", "redis://127.0.0.1:notaport/0"])
+def test_a_redis_url_that_is_no_redis_url_stops_the_service_with_one_line(url: str) -> None:
+    line = failed_start("ratelimit", REDIS_URL=url)
+    assert f"redis_url = {url!r} (from environment variable REDIS_URL)" in line
