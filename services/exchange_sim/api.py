@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -15,9 +17,9 @@ from services.exchange_sim.auth import JwtRejected, verify_jwt
 from services.exchange_sim.exchange import SimExchange
 from services.exchange_sim.faults import Fault
 from services.exchange_sim.market import GRANULARITIES
-from services.exchange_sim.matching import BadOrderRequest
+from services.exchange_sim.matching import BadOrderRequest, SimOrder
 from services.exchange_sim.runtime import SimRuntime
-from services.exchange_sim.settings import Faults
+from services.exchange_sim.settings import Faults, SimSettings
 from services.exchange_sim.views import (
     account_json,
     candles_json,
@@ -151,9 +153,9 @@ class CoinbaseJSON(JSONResponse):
 router = APIRouter(prefix="/api/v3/brokerage", tags=["coinbase"], default_response_class=CoinbaseJSON)
 
 
-@router.get("/time", name="server_time", dependencies=Public, summary="Server time")
-async def server_time() -> CoinbaseJSON:
-    now = time.time()
+@router.get("/time", name="server_time", dependencies=Public, summary="Server time (the simulated clock)")
+async def server_time(sim: ExchangeDep) -> CoinbaseJSON:
+    now = sim.clock.now()
     return CoinbaseJSON({"iso": rfc3339(now), "epochSeconds": str(int(now)), "epochMillis": str(int(now * 1000))})
 
 
@@ -228,7 +230,9 @@ async def get_candles(
     first, last = _seconds(start, "start"), _seconds(end, "end")
     seconds = GRANULARITIES[granularity]
     count = (last - first) // seconds
-    if last < first or count > MAX_CANDLES or (limit is not None and not 0 < limit <= MAX_CANDLES):
+    if last < first:
+        raise CoinbaseError(400, "INVALID_ARGUMENT", f"start ({first}) must not be after end ({last})")
+    if count > MAX_CANDLES or (limit is not None and not 0 < limit <= MAX_CANDLES):
         raise CoinbaseError(
             400,
             "INVALID_ARGUMENT",
@@ -345,13 +349,34 @@ async def cancel_orders(request: Request, sim: ExchangeDep) -> CoinbaseJSON:
 
 
 def _page(items: list[Any], limit: int, cursor: str | None) -> tuple[list[Any], bool, str]:
-    try:
-        offset = int(cursor) if cursor else 0
-    except ValueError:
-        raise CoinbaseError(400, "INVALID_ARGUMENT", f"cursor {cursor!r} is not valid") from None
+    offset = _offset(cursor)
     page = items[offset : offset + limit]
     has_next = offset + limit < len(items)
     return page, has_next, str(offset + limit) if has_next else ""
+
+
+def _offset(cursor: str | None) -> int:
+    try:
+        offset = int(cursor) if cursor else 0
+    except ValueError:
+        offset = -1
+    if offset < 0:
+        raise CoinbaseError(400, "INVALID_ARGUMENT", f"cursor {cursor!r} is not valid")
+    return offset
+
+
+def _instant(value: str | None, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise CoinbaseError(400, "INVALID_ARGUMENT", f"{name} must be an RFC 3339 time, got {value!r}") from None
+
+
+def _wanted(values: list[str] | None) -> Callable[[str], bool]:
+    wanted = set(values or ())
+    return (lambda value: value in wanted) if wanted else (lambda _: True)
 
 
 @router.get("/orders/historical/batch", name="list_orders", dependencies=Private, summary="List orders")
@@ -361,24 +386,35 @@ async def list_orders(
     product_ids: ProductIds = None,
     order_status: ProductIds = None,
     client_order_id: str | None = None,
+    start_date: str | None = None,
+    end_date: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> CoinbaseJSON:
-    orders = [sim.open_orders.get(o.order_id, o) for o in await sim.store.all_orders()]
-    if order_ids:
-        wanted = set(order_ids)
-        orders = [o for o in orders if o.order_id in wanted]
-    if product_ids:
-        wanted = set(product_ids)
-        orders = [o for o in orders if o.product_id in wanted]
-    if order_status:
-        wanted = set(order_status)
-        orders = [o for o in orders if o.status in wanted]
-    if client_order_id:
-        orders = [o for o in orders if o.client_order_id == client_order_id]
-    page, has_next, next_cursor = _page(orders, limit, cursor)
+    by_id, by_product, by_status = _wanted(order_ids), _wanted(product_ids), _wanted(order_status)
+
+    def keep(order: SimOrder) -> bool:
+        return (
+            by_id(order.order_id)
+            and by_product(order.product_id)
+            and by_status(order.status)
+            and (client_order_id is None or order.client_order_id == client_order_id)
+        )
+
+    orders, next_offset = await sim.store.orders_page(
+        keep,
+        limit=limit,
+        offset=_offset(cursor),
+        start=_instant(start_date, "start_date"),
+        end=_instant(end_date, "end_date"),
+    )
     return CoinbaseJSON(
-        {"orders": [order_json(o) for o in page], "sequence": "0", "has_next": has_next, "cursor": next_cursor}
+        {
+            "orders": [order_json(o) for o in orders],
+            "sequence": "0",
+            "has_next": next_offset is not None,
+            "cursor": "" if next_offset is None else str(next_offset),
+        }
     )
 
 
@@ -390,15 +426,17 @@ async def list_fills(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> CoinbaseJSON:
-    fills = await sim.store.all_fills()
-    if order_ids:
-        wanted = set(order_ids)
-        fills = [f for f in fills if f.order_id in wanted]
-    if product_ids:
-        wanted = set(product_ids)
-        fills = [f for f in fills if f.product_id in wanted]
-    page, _, next_cursor = _page(fills, limit, cursor)
-    return CoinbaseJSON({"fills": [fill_json(f) for f in page], "cursor": next_cursor})
+    by_order, by_product = _wanted(order_ids), _wanted(product_ids)
+    fills, next_offset = await sim.store.fills_page(
+        lambda fill: by_order(fill.order_id) and by_product(fill.product_id),
+        limit=limit,
+        offset=_offset(cursor),
+        start=None,
+        end=None,
+    )
+    return CoinbaseJSON(
+        {"fills": [fill_json(f) for f in fills], "cursor": "" if next_offset is None else str(next_offset)}
+    )
 
 
 @router.get("/orders/historical/{order_id}", name="get_order", dependencies=Private, summary="Get an order")
@@ -411,13 +449,13 @@ async def get_order(order_id: str, sim: ExchangeDep) -> CoinbaseJSON:
 
 @router.get("/accounts", name="accounts", dependencies=Private, summary="List accounts")
 async def accounts(
-    sim: ExchangeDep, state: RuntimeDep, limit: Annotated[int, Query(ge=1, le=250)] = 49, cursor: str | None = None
+    sim: ExchangeDep, limit: Annotated[int, Query(ge=1, le=250)] = 49, cursor: str | None = None
 ) -> CoinbaseJSON:
     currencies = sorted(set(sim.account.balances) | set(sim.account.holds))
     page, has_next, next_cursor = _page(currencies, limit, cursor)
     return CoinbaseJSON(
         {
-            "accounts": [account_json(c, sim.account, state.started) for c in page],
+            "accounts": [account_json(c, sim.account, sim.clock.origin) for c in page],
             "has_next": has_next,
             "cursor": next_cursor,
             "size": len(page),
@@ -426,6 +464,13 @@ async def accounts(
 
 
 sim_router = APIRouter(prefix="/sim", tags=["simulator"])
+config_router = APIRouter(prefix="/v1", tags=["simulator"])
+
+
+@config_router.get("/config", summary="The validated simulator configuration in force (YAML plus environment)")
+async def get_config(request: Request) -> dict[str, Any]:
+    settings: SimSettings = request.app.state.settings
+    return {"exchange_sim": settings.exchange_sim, "sim_speed": settings.sim_speed, "sim_seed": settings.sim_seed}
 
 
 @sim_router.get("/stats", summary="What the simulator saw: requests, 429s, orders, repeated client order ids")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,7 +23,7 @@ from services.exchange_sim.matching import (
     place,
 )
 from services.exchange_sim.settings import SimSettings
-from services.exchange_sim.store import SimStore
+from services.exchange_sim.store import SimStore, StoreUnavailable
 
 # Depth near the touch, in minutes of the product's typical volume: what a market order eats into.
 DEPTH_MINUTES = 30
@@ -36,6 +37,11 @@ class PlaceResult:
 
 
 class SimExchange:
+    """Every change is computed on a copy, saved to Redis in one transaction, and only then made live in
+    memory: an order that could not be saved never happened, so a retry with its client_order_id places it
+    once. After a failed save memory is reloaded from Redis before the next change, in case the save did land.
+    """
+
     def __init__(self, settings: SimSettings, store: SimStore, clock: SimClock):
         config = settings.exchange_sim
         self.config = config
@@ -47,11 +53,31 @@ class SimExchange:
         self.account = Account()
         self.open_orders: dict[str, SimOrder] = {}
         self.lock = asyncio.Lock()
+        self._reload = False
 
     async def load(self) -> None:
         """Take the account and the resting orders back from Redis."""
         self.account = await self.store.load_account(self.config.starting_balances)
         self.open_orders = {o.order_id: o for o in await self.store.open_order_list()}
+        self._reload = False
+
+    async def _commit(self, account: Account, orders: list[SimOrder], fills: list[SimFill]) -> None:
+        """Save, then make the new account live; on a failed save, reload from Redis before the next change."""
+        try:
+            await self.store.save(account, orders, fills)
+        except StoreUnavailable:
+            self._reload = True
+            raise
+        self.account = account
+        for order in orders:
+            if order.status == "OPEN":
+                self.open_orders[order.order_id] = order
+            else:
+                self.open_orders.pop(order.order_id, None)
+
+    async def _fresh(self) -> None:
+        if self._reload:
+            await self.store.guarded(self.load())
 
     def touch(self, product: ProductSpec, now: float) -> tuple[Decimal, Decimal]:
         """Best bid and ask on the product's price increment."""
@@ -75,7 +101,8 @@ class SimExchange:
         except OrderRejected as rejected:
             return PlaceResult(None, rejected, False)
         async with self.lock:
-            existing = await self.store.order_id_for(request.client_order_id)
+            await self._fresh()
+            existing = await self.store.guarded(self.store.order_id_for(request.client_order_id))
             if existing is not None:
                 return PlaceResult(await self.order(existing), None, repeated=True)
             product = self.products.get(request.product_id)
@@ -85,9 +112,10 @@ class SimExchange:
                 )
             now = self.clock.now()
             bid, ask = self.touch(product, now)
+            account = self.account.copy()
             try:
                 order, fills = place(
-                    self.account,
+                    account,
                     request,
                     product=product,
                     bid=bid,
@@ -101,24 +129,25 @@ class SimExchange:
                 )
             except OrderRejected as rejected:
                 return PlaceResult(None, rejected, False)
-            if order.status == "OPEN":
-                self.open_orders[order.order_id] = order
-            await self.store.save(self.account, [order], fills)
+            await self._commit(account, [order], fills)
             return PlaceResult(order, None, False)
 
     async def match_resting(self) -> list[SimFill]:
         """Fill the resting limit orders the market has reached."""
-        if not self.open_orders:
+        if not self.open_orders and not self._reload:
             return []
         async with self.lock:
+            await self._fresh()
             now = self.clock.now()
+            account = self.account.copy()
             changed: list[SimOrder] = []
             fills: list[SimFill] = []
-            for order in list(self.open_orders.values()):
+            for resting in list(self.open_orders.values()):
+                order = dataclasses.replace(resting)
                 product = self.products[order.product_id]
                 bid, ask = self.touch(product, now)
                 fill = fill_resting(
-                    self.account,
+                    account,
                     order,
                     product,
                     bid=bid,
@@ -130,29 +159,30 @@ class SimExchange:
                 if fill is not None:
                     fills.append(fill)
                     changed.append(order)
-                    del self.open_orders[order.order_id]
             if changed:
-                await self.store.save(self.account, changed, fills)
+                await self._commit(account, changed, fills)
             return fills
 
     async def cancel_orders(self, order_ids: list[str]) -> list[tuple[str, str | None]]:
         """Cancel each order; (order_id, failure reason or None)."""
         results = []
         async with self.lock:
+            await self._fresh()
+            account = self.account.copy()
             changed = []
             for order_id in order_ids:
-                order = self.open_orders.get(order_id) or await self.store.order(order_id)
-                if order is None:
+                known = self.open_orders.get(order_id) or await self.store.guarded(self.store.order(order_id))
+                if known is None:
                     results.append((order_id, "UNKNOWN_CANCEL_ORDER"))
                     continue
-                reason = cancel(self.account, order)
+                order = dataclasses.replace(known)
+                reason = cancel(account, order)
                 results.append((order_id, reason))
                 if reason is None:
-                    self.open_orders.pop(order_id, None)
                     changed.append(order)
             if changed:
-                await self.store.save(self.account, changed, [])
+                await self._commit(account, changed, [])
         return results
 
     async def order(self, order_id: str) -> SimOrder | None:
-        return self.open_orders.get(order_id) or await self.store.order(order_id)
+        return self.open_orders.get(order_id) or await self.store.guarded(self.store.order(order_id))

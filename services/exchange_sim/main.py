@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.exchange_sim.api import CoinbaseError, RawAnswer, router, sim_router
+from services.exchange_sim.api import CoinbaseError, RawAnswer, config_router, router, sim_router
 from services.exchange_sim.auth import NonceRegistry
 from services.exchange_sim.clock import SimClock
 from services.exchange_sim.exchange import SimExchange
@@ -25,7 +25,7 @@ from services.exchange_sim.faults import FaultInjector
 from services.exchange_sim.metrics import SimMetrics
 from services.exchange_sim.runtime import SimRuntime
 from services.exchange_sim.settings import SimSettings
-from services.exchange_sim.store import SimStore
+from services.exchange_sim.store import SimStore, StoreUnavailable
 from services.exchange_sim.throttle import SlidingWindow
 from shared.app import build_app
 from shared.redis import KeySpace
@@ -99,7 +99,6 @@ def create_app(settings: SimSettings | None = None, registry: CollectorRegistry 
             faults=FaultInjector(config.faults, random.Random(settings.sim_seed)),
             public_window=SlidingWindow(config.rate_limits.public_per_s),
             private_window=SlidingWindow(config.rate_limits.private_per_s),
-            started=time.time(),
             nonces=NonceRegistry() if config.reject_replayed_jwt else None,
         )
         matcher = asyncio.create_task(match_forever(sim))
@@ -113,7 +112,7 @@ def create_app(settings: SimSettings | None = None, registry: CollectorRegistry 
     app = build_app(
         settings,
         description="Serves Coinbase Advanced Trade's REST paths and JSON shapes so the stack runs without keys.",
-        routers=[router, sim_router],
+        routers=[router, sim_router, config_router],
         registry=registry,
         lifespan=lifespan,
         protected=("/v1/", "/sim/"),
@@ -122,6 +121,11 @@ def create_app(settings: SimSettings | None = None, registry: CollectorRegistry 
     @app.exception_handler(CoinbaseError)
     async def _coinbase_error(_: Request, exc: CoinbaseError) -> JSONResponse:
         return exc.response()
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("simulator state could not be read or saved: %s", exc)
+        return CoinbaseError(503, "UNAVAILABLE", "the exchange could not serve the request; try again").response()
 
     @app.exception_handler(RawAnswer)
     async def _raw(_: Request, exc: RawAnswer) -> Response:

@@ -12,6 +12,7 @@ Side = Literal["BUY", "SELL"]
 HUNDRED = Decimal(100)
 # Price impact of a market order: MAX_SLIPPAGE at a notional equal to the depth near the touch.
 MAX_SLIPPAGE = Decimal("0.05")
+FEE_STEP = Decimal("1e-8")
 
 
 class OrderRejected(Exception):
@@ -88,6 +89,9 @@ class Account:
 
     balances: dict[str, Decimal] = field(default_factory=dict)
     holds: dict[str, Decimal] = field(default_factory=dict)
+
+    def copy(self) -> Account:
+        return Account(dict(self.balances), dict(self.holds))
 
     def available(self, currency: str) -> Decimal:
         return self.balances.get(currency, Decimal(0)) - self.holds.get(currency, Decimal(0))
@@ -220,10 +224,15 @@ def slipped_price(product: ProductSpec, *, side: Side, touch: Decimal, notional:
     return price.quantize(product.quote_increment, rounding=ROUND_UP if side == "BUY" else ROUND_DOWN)
 
 
+def fee_for(notional: Decimal, fee_pct: Decimal) -> Decimal:
+    """The fee on a fill, rounded up to 1e-8: the funds check, the hold and the fill all charge this figure."""
+    return (notional * fee_pct / HUNDRED).quantize(FEE_STEP, rounding=ROUND_UP)
+
+
 def _fill(account: Account, fill: SimFill, order: SimOrder, product: ProductSpec, fee_pct: Decimal) -> None:
     """Apply one fill to the account and the order."""
     notional = fill.price * fill.size
-    fee = (notional * fee_pct / HUNDRED).quantize(Decimal("1e-8"), rounding=ROUND_UP)
+    fee = fee_for(notional, fee_pct)
     fill.commission = fee
     if fill.side == "BUY":
         account.move(product.quote, -(notional + fee))
@@ -276,6 +285,8 @@ def place(
             # quote_size is what the buyer spends, fees included
             spend = request.quote_size / (1 + taker_pct / HUNDRED)
             size = (spend / price).quantize(product.base_increment, rounding=ROUND_DOWN)
+            if size * price + fee_for(size * price, taker_pct) > request.quote_size:
+                size -= product.base_increment  # the fee rounded up must still fit in quote_size
         else:
             size = request.base_size or Decimal(0)
         if size < product.base_min_size or size <= 0:
@@ -325,8 +336,9 @@ def place(
         return order, [fill]
     _require_funds(account, product, request.side, size=request.base_size, price=request.limit_price, fee_pct=maker_pct)
     if request.side == "BUY":
+        notional = request.base_size * request.limit_price
         order.hold_currency = product.quote
-        order.hold_amount = request.base_size * request.limit_price * (1 + maker_pct / HUNDRED)
+        order.hold_amount = notional + fee_for(notional, maker_pct)
     else:
         order.hold_currency, order.hold_amount = product.base, request.base_size
     account.hold(order.hold_currency, order.hold_amount)
@@ -337,7 +349,7 @@ def _require_funds(
     account: Account, product: ProductSpec, side: Side, *, size: Decimal, price: Decimal, fee_pct: Decimal
 ) -> None:
     if side == "BUY":
-        need, currency = size * price * (1 + fee_pct / HUNDRED), product.quote
+        need, currency = size * price + fee_for(size * price, fee_pct), product.quote
     else:
         need, currency = size, product.base
     if account.available(currency) < need:

@@ -20,5 +20,4 @@ class SimRuntime:
     faults: FaultInjector
     public_window: SlidingWindow
     private_window: SlidingWindow
-    started: float
     nonces: NonceRegistry | None

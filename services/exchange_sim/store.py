@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from typing import TypeVar
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from services.exchange_sim.matching import Account, SimFill, SimOrder
 from shared.redis import KeySpace
+
+T = TypeVar("T")
+# Index entries read per Redis round trip while paging with filters.
+SCAN_BATCH = 200
+
+
+class StoreUnavailable(Exception):
+    """Redis failed; nothing was changed (the simulator answers 503, as Coinbase does when it cannot serve)."""
 
 
 def fill_record(fill: SimFill) -> bytes:
@@ -57,6 +68,14 @@ class SimStore:
         raw = await self.redis.get(self._client_order(client_order_id))
         return raw.decode() if raw else None
 
+    @staticmethod
+    async def guarded(call: Awaitable[T]) -> T:
+        """Await a Redis call, turning any Redis failure into StoreUnavailable."""
+        try:
+            return await call
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
     async def save(self, account: Account, orders: list[SimOrder], fills: list[SimFill]) -> None:
         """Persist the account with the orders and fills that changed it, in one transaction."""
         pipe = self.redis.pipeline(transaction=True)
@@ -73,16 +92,52 @@ class SimStore:
                 pipe.srem(self.open_orders, order.order_id)
         for fill in fills:
             pipe.zadd(self.fills, {fill_record(fill): fill.trade_time})
-        await pipe.execute()
+        await self.guarded(pipe.execute())
 
-    async def all_orders(self) -> list[SimOrder]:
-        """Every order, newest first."""
-        ids = [i.decode() for i in await self.redis.zrevrange(self.orders, 0, -1)]
-        if not ids:
-            return []
-        raws = await self.redis.mget([self._order(i) for i in ids])
-        return [SimOrder.from_record(orjson.loads(raw)) for raw in raws if raw]
+    async def orders_page(
+        self, keep: Callable[[SimOrder], bool], *, limit: int, offset: int, start: float | None, end: float | None
+    ) -> tuple[list[SimOrder], int | None]:
+        """Orders kept by `keep`, newest first, read from the time index: see `_page`."""
 
-    async def all_fills(self) -> list[SimFill]:
-        """Every fill, newest first."""
-        return [fill_from_record(raw) for raw in await self.redis.zrevrange(self.fills, 0, -1)]
+        async def load(ids: list[bytes]) -> list[SimOrder | None]:
+            raws = await self.redis.mget([self._order(i.decode()) for i in ids])
+            return [SimOrder.from_record(orjson.loads(raw)) if raw else None for raw in raws]
+
+        return await self.guarded(self._page(self.orders, load, keep, limit, offset, start, end))
+
+    async def fills_page(
+        self, keep: Callable[[SimFill], bool], *, limit: int, offset: int, start: float | None, end: float | None
+    ) -> tuple[list[SimFill], int | None]:
+        """Fills kept by `keep`, newest first, read from the time index: see `_page`."""
+
+        async def load(records: list[bytes]) -> list[SimFill | None]:
+            return [fill_from_record(raw) for raw in records]
+
+        return await self.guarded(self._page(self.fills, load, keep, limit, offset, start, end))
+
+    async def _page(
+        self,
+        index: str,
+        load: Callable[[list[bytes]], Awaitable[list[T | None]]],
+        keep: Callable[[T], bool],
+        limit: int,
+        offset: int,
+        start: float | None,
+        end: float | None,
+    ) -> tuple[list[T], int | None]:
+        """Up to `limit` items between `start` and `end` (Unix seconds), newest first, from position `offset` of
+        the index; with the position to go on from, or None when the index has no more. Only the entries up
+        to the last one kept are read, never the whole history."""
+        high, low = end if end is not None else "+inf", start if start is not None else "-inf"
+        found: list[T] = []
+        while True:
+            members = await self.redis.zrevrangebyscore(index, high, low, start=offset, num=SCAN_BATCH)
+            for item in await load(members):
+                offset += 1
+                if item is not None and keep(item):
+                    found.append(item)
+                    if len(found) == limit:
+                        more = await self.redis.zrevrangebyscore(index, high, low, start=offset, num=1)
+                        return found, offset if more else None
+            if len(members) < SCAN_BATCH:
+                return found, None

@@ -172,7 +172,8 @@ def fill_json(fill: SimFill) -> dict[str, Any]:
         "trade_time": rfc3339(fill.trade_time),
         "trade_type": "FILL",
         "price": num(fill.price),
-        "size": num(fill.size),
+        # Coinbase gives a quote-sized order's fill size in the quote currency
+        "size": num(fill.price * fill.size if fill.size_in_quote else fill.size),
         "commission": num(fill.commission),
         "product_id": fill.product_id,
         "sequence_timestamp": rfc3339(fill.trade_time),

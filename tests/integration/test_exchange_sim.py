@@ -9,10 +9,12 @@ from decimal import Decimal
 
 import httpx
 import pytest
+import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import CollectorRegistry
 
+from devtools.redis_server import RedisServer, free_port
 from devtools.stack import Stack
 from services.ratelimit.settings import RatelimitSettings
 from shared.exchange import (
@@ -110,8 +112,8 @@ async def test_market_data_calls(client: ExchangeClient) -> None:
     assert {"BTC-USD", "ETH-USD", "SOL-USD", "BTC-USDC"} <= ids
     assert {p.quote_currency_id for p in page.products} >= {"USD", "USDC", "EUR", "BTC"}
     assert any(p.trading_disabled for p in page.products)
-    private = await client.list_products(private=True, limit=5, offset=5)
-    assert len(private.products) == 5
+    second_page = await client.list_products(limit=5, offset=5)
+    assert len(second_page.products) == 5
     btc = await client.get_product("BTC-USD")
     assert btc.price is not None and btc.price > 0
 
@@ -140,15 +142,17 @@ async def test_orders_fills_and_balances(client: ExchangeClient) -> None:
 
     again = await client.create_order(**order)  # type: ignore[arg-type]
     assert again.success_response is not None and again.success_response.order_id == order_id
-    listed = await client.list_orders(client_order_id=str(order["client_order_id"]))
-    assert [o.order_id for o in listed.orders] == [order_id]
+    found = await client.find_order(str(order["client_order_id"]))
+    assert found is not None and found.order_id == order_id
 
     fills = (await client.list_fills(order_ids=[order_id])).fills
     assert len(fills) == 1 and fills[0].liquidity_indicator == "TAKER"
     after = {a.currency: a.available_balance.value for a in (await client.accounts()).accounts}
     spent = before["USD"] - after["USD"]
     assert Decimal("99") < spent <= Decimal("100")
-    assert after["BTC"] - before.get("BTC", Decimal(0)) == fills[0].size
+    # a quote-sized order's fill gives its size in USD, as Coinbase does; the client reads it back in BTC
+    assert fills[0].size_in_quote and fills[0].size == fills[0].quote_value == placed.filled_value
+    assert after["BTC"] - before.get("BTC", Decimal(0)) == fills[0].base_size == placed.filled_size
 
     book = (await client.best_bid_ask(["ETH-USD"]))[0]
     far_below = (book.bids[0].price * Decimal("0.5")).quantize(Decimal("0.01"))
@@ -265,3 +269,95 @@ def test_same_seed_same_market(redis_url: str, start_stack: StackFactory) -> Non
     a = httpx.get(f"{first.url('exchange_sim')}{path}", params=params).json()
     b = httpx.get(f"{second.url('exchange_sim')}{path}", params=params).json()
     assert len(a["candles"]) == 24 and a == b
+
+
+async def test_order_lists_page_through_an_index_by_time(client: ExchangeClient) -> None:
+    placed = []
+    for _ in range(7):
+        created = await client.create_order(**market_buy("ETH-USD", "5"))  # type: ignore[arg-type]
+        assert created.success_response is not None
+        placed.append(created.success_response.order_id)
+    seen, cursor = [], None
+    while True:
+        page = await client.list_orders(product_ids=["ETH-USD"], limit=3, cursor=cursor)
+        seen += [o.order_id for o in page.orders]
+        if not page.has_next:
+            break
+        cursor = page.cursor
+    assert seen == placed[::-1]  # newest first, each once
+    oldest = (await client.get_order(placed[0])).client_order_id
+    found = await client.find_order(oldest, product_id="ETH-USD", page_size=2)
+    assert found is not None and found.order_id == placed[0]
+    fills = await client.list_fills(product_ids=["ETH-USD"], limit=5)
+    assert len(fills.fills) == 5 and fills.cursor
+
+
+async def test_candles_with_start_after_end_say_so(stack: Stack) -> None:
+    path = "/api/v3/brokerage/market/products/BTC-USD/candles"
+    answer = httpx.get(
+        f"{stack.url('exchange_sim')}{path}", params={"start": "2000", "end": "1000", "granularity": "ONE_MINUTE"}
+    )
+    assert answer.status_code == 400 and answer.json()["message"] == "start (2000) must not be after end (1000)"
+
+
+def test_simulator_shows_its_configuration(stack: Stack) -> None:
+    config = httpx.get(f"{stack.url('exchange_sim')}/v1/config").json()
+    assert config["exchange_sim"]["rate_limits"] == {"public_per_s": 10, "private_per_s": 30}
+    assert config["sim_speed"] == 1.0
+
+
+def test_server_time_candles_and_orders_keep_one_clock(redis_url: str, start_stack: StackFactory) -> None:
+    sim = start_stack(redis_url, names=["exchange_sim"], extra_env={"SIM_SPEED": "600"}).url("exchange_sim")
+    time.sleep(1.5)  # a quarter of an hour of simulated time
+    server = int(httpx.get(f"{sim}/api/v3/brokerage/time").json()["epochSeconds"])
+    assert server > time.time() + 600  # the simulated clock runs ahead of the wall clock
+    candles = httpx.get(
+        f"{sim}/api/v3/brokerage/market/products/BTC-USD/candles",
+        params={"start": str(server - 3600), "end": str(server), "granularity": "ONE_MINUTE"},
+    ).json()["candles"]
+    newest = max(int(c["start"]) for c in candles)
+    assert server - 120 <= newest <= server  # the candles reach the server's now, not the wall clock's
+
+
+def test_an_order_whose_save_failed_never_happened_and_its_retry_places_it_once(
+    private_redis: RedisServer, start_stack: StackFactory, signing_key: ec.EllipticCurvePrivateKey, key_prefix: str
+) -> None:
+    sim = start_stack(
+        private_redis.url, names=["exchange_sim"], extra_env={"EXCHANGE_SIM__JWT_PUBLIC_KEY": public_pem(signing_key)}
+    ).url("exchange_sim")
+    signer = JwtSigner(ApiKey(KEY_NAME, pem(signing_key)))
+    host = sim.removeprefix("http://")
+
+    def signed(method: str, path: str, body: dict[str, object] | None = None) -> httpx.Response:
+        full = f"/api/v3/brokerage{path}"
+        token = signer.token(method, host, full)
+        return httpx.request(method, f"{sim}{full}", json=body, headers={"Authorization": f"Bearer {token}"})
+
+    order = {
+        "client_order_id": str(uuid.uuid4()),
+        "product_id": "BTC-USD",
+        "side": "BUY",
+        "order_configuration": {"market_market_ioc": {"quote_size": "100"}},
+    }
+    admin = redis.Redis.from_url(private_redis.url)
+    try:
+        admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))  # writes now fail: READONLY
+        failed = signed("POST", "/orders", order)
+        assert failed.status_code == 503 and failed.json()["error"] == "UNAVAILABLE"
+        admin.execute_command("REPLICAOF", "NO", "ONE")
+        placed = signed("POST", "/orders", order)
+        again = signed("POST", "/orders", order)
+        assert placed.json()["success"] and again.json()["order_id"] == placed.json()["order_id"]
+        assert admin.zcard(f"{key_prefix}exchange_sim:orders") == 1
+        shown = {
+            a["currency"]: Decimal(a["available_balance"]["value"])
+            for a in signed("GET", "/accounts").json()["accounts"]
+        }
+        saved = {
+            k.decode(): Decimal(v.decode()) for k, v in admin.hgetall(f"{key_prefix}exchange_sim:balances").items()
+        }
+        assert shown == saved
+        assert Decimal(9900) <= shown["USD"] < Decimal(10_000)  # one order's worth spent, not two
+    finally:
+        admin.execute_command("REPLICAOF", "NO", "ONE")
+        admin.close()

@@ -197,3 +197,25 @@ def test_no_balance_or_hold_ever_goes_negative(steps: list[tuple[str, str, Decim
             assert account.balances.get(currency, Decimal(0)) >= 0
             assert account.holds.get(currency, Decimal(0)) >= 0
             assert account.available(currency) >= 0
+
+
+def test_a_buy_for_exactly_the_balance_never_leaves_it_below_zero() -> None:
+    size = Decimal("0.00011111")
+    notional = size * ASK
+    # what the funds check allowed before: the fee unrounded, 1e-8 short of what the fill then charged
+    account = Account(balances={"USD": notional * (1 + FEES["taker_pct"] / 100)})
+    try:
+        crossing = {"limit_limit_gtc": {"base_size": str(size), "limit_price": str(ASK)}}  # takes at the ask
+        submit(account, request("BUY", crossing))
+    except OrderRejected as refused:
+        assert refused.error == "INSUFFICIENT_FUND"
+    assert account.balances["USD"] >= 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.decimals(min_value=Decimal("1"), max_value=Decimal("5000"), places=2))
+def test_a_buy_sized_by_all_the_quote_spends_at_most_that(quote: Decimal) -> None:
+    account = Account(balances={"USD": quote})
+    order, _ = submit(account, request("BUY", {"market_market_ioc": {"quote_size": str(quote)}}))
+    assert account.balances["USD"] >= 0
+    assert order.filled_value + order.total_fees <= quote
