@@ -32,8 +32,10 @@ ARG SERVICE
 ARG PORT
 RUN test -n "$SERVICE" && test -f "services/$SERVICE/__main__.py" && test -n "$PORT" \
     || { echo "build with --build-arg SERVICE=<name> --build-arg PORT=<contract port>" >&2; exit 1; }
+# Inside a container the service listens on every interface; compose publishes the port on 127.0.0.1 only.
 ENV SERVICE=${SERVICE} \
     PORT=${PORT} \
+    BIND_HOST=0.0.0.0 \
     CONFIG_DIR=/app/config
 
 USER 10001:10001

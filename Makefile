@@ -36,7 +36,11 @@ check: venv
 	$(VENV)/bin/ruff check .
 
 bench: venv
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& { echo "bench: installing wrk"; apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; } \
+		|| { echo "bench: wrk is missing: install it (apt-get install wrk, or brew install wrk) and run make bench again" >&2; exit 1; }
 	$(PY) -m bench.ratelimit
+	$(PY) -m bench.quota_safety
 	$(PY) -m bench.exchange
 
 lint: venv

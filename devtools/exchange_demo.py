@@ -32,7 +32,6 @@ async def main() -> None:
         base_url=os.environ.get("RATELIMIT_URL", "http://127.0.0.1:8001"),
         token=os.environ.get("TRADER_API_TOKEN", DEV_API_TOKEN),
         config=load_settings(RatelimitSettings).ratelimit,
-        client_id="demo",
         registry=CollectorRegistry(),
     )
     client = ExchangeClient(
@@ -50,7 +49,7 @@ async def main() -> None:
                 f"  {p.product_id:10} price {p.price}  24h {p.price_percentage_change_24h:+.2f}%  "
                 f"min {p.quote_min_size} {p.quote_currency_id}"
             )
-        now = int(time.time())
+        now = int((await client.server_time()).epoch_seconds)  # the exchange's clock (the simulator's may run fast)
         candles = await client.get_candles("BTC-USD", start=now - 3600, end=now, granularity="FIFTEEN_MINUTE")
         print(f"get_candles BTC-USD FIFTEEN_MINUTE, last hour: {len(candles)} candles, newest first")
         for c in candles:
@@ -74,7 +73,9 @@ async def main() -> None:
         )
         fills = (await client.list_fills(order_ids=[order.order_id])).fills
         for f in fills:
-            print(f"  fill {f.trade_id}: {f.size} @ {f.price} {f.liquidity_indicator} commission {f.commission}")
+            print(
+                f"  fill {f.trade_id}: {f.base_size} BTC @ {f.price} {f.liquidity_indicator} commission {f.commission}"
+            )
         balances = {a.currency: a.available_balance.value for a in (await client.accounts()).accounts}
         print(f"accounts: USD {balances.get('USD')}  BTC {balances.get('BTC')}")
     finally:

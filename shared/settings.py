@@ -56,7 +56,12 @@ def read_yaml_file(path: Path) -> dict[str, Any]:
 
 
 class YamlFilesSource(PydanticBaseSettingsSource):
-    """Reads the service's YAML files from CONFIG_DIR; later files win on a shared top-level key."""
+    """Reads the service's YAML files from CONFIG_DIR; later files win on a shared top-level key.
+
+    Not pydantic-settings' YamlConfigSettingsSource: it skips a file that does not exist (a mistyped
+    CONFIG_DIR would start the service on defaults, trading with limits nobody chose) and lets a YAML syntax
+    error through without the file's name; here both stop the service with a line naming the file.
+    """
 
     def __init__(self, settings_cls: type[BaseSettings], init_kwargs: dict[str, Any]):
         super().__init__(settings_cls)
@@ -91,7 +96,8 @@ class ServiceSettings(BaseSettings):
     config_files: ClassVar[tuple[str, ...]] = ()
 
     port: int = Field(default=0, ge=0, le=65535, description="0 means the service's contract port")
-    bind_host: str = "0.0.0.0"
+    # Loopback unless told otherwise (the container image sets 0.0.0.0): a bot's API is not for the network.
+    bind_host: str = "127.0.0.1"
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Prepended to every Redis key; lets tests and several stacks share one Redis.
     key_prefix: str = ""

@@ -58,11 +58,22 @@ ENV_LINE = re.compile(r"^\s*#?\s*([A-Z][A-Z0-9_]*)=")
 
 
 def find_tool(name: str) -> str:
-    """The tool on PATH, else the one installed next to this interpreter (the project venv)."""
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    """The tool the project installs next to this interpreter (the venv), whatever else PATH holds: an older
+    docker-compose from the system would check the file with other rules."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
-        pytest.fail(f"{name} not found on PATH or in {Path(sys.executable).parent}; run `make venv` to install it")
+        pytest.fail(f"{name} not found in {Path(sys.executable).parent}; run `make venv` to install it")
     return found
+
+
+def test_the_tools_are_the_projects_whatever_is_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("docker-compose", "hadolint"):
+        impostor = tmp_path / name
+        impostor.write_text("#!/bin/sh\necho 'docker-compose version 1.29.2'\n")
+        impostor.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    for name in ("docker-compose", "hadolint"):
+        assert Path(find_tool(name)).parent == Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
