@@ -43,6 +43,17 @@ def percentile(ascending: Sequence[float], q: float) -> float:
     return ascending[rank - 1]
 
 
+def most_in_window(times: Sequence[float], window_s: float) -> int:
+    """The most events of `times` that fall in any window of `window_s` seconds."""
+    ordered = sorted(times)
+    best, j = 0, 0
+    for i, start in enumerate(ordered):
+        while j < len(ordered) and ordered[j] < start + window_s:
+            j += 1
+        best = max(best, j - i)
+    return best
+
+
 async def _worker(op: Op, deadline: float, tally: Tally) -> None:
     clock = time.perf_counter
     while clock() < deadline:

@@ -23,7 +23,7 @@ import aiohttp
 import redis
 from prometheus_client import CollectorRegistry
 
-from bench.measure import percentile
+from bench.measure import most_in_window, percentile
 from bench.service import ServiceProcess, wait_all_ready
 from devtools.redis_server import redis_answers
 from devtools.stack import ROOT
@@ -38,16 +38,6 @@ MARKET_DATA_CALLERS = 128
 SATURATION_S = 8.0
 ORDER_EVERY_S = 0.2
 FALLBACK_S = 5.0
-
-
-def most_in_window(times: list[float], window_s: float) -> int:
-    times = sorted(times)
-    best, j = 0, 0
-    for i, start in enumerate(times):
-        while j < len(times) and times[j] < start + window_s:
-            j += 1
-        best = max(best, j - i)
-    return best
 
 
 async def saturate(base: str, config: RateLimitConfig) -> list[str]:

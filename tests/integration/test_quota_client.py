@@ -15,6 +15,7 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
+from bench.measure import most_in_window
 from devtools.redis_server import RedisServer, free_port
 from devtools.stack import ROOT
 from services.ratelimit.settings import RatelimitSettings
@@ -54,16 +55,6 @@ def client_for(base: str, limits: RateLimitConfig, **kwargs: object) -> QuotaCli
     return QuotaClient(
         base_url=base, token=DEV_API_TOKEN, config=limits, client_id="test", registry=CollectorRegistry(), **kwargs
     )
-
-
-def most_in_any_window(times: list[float], window_s: float) -> int:
-    times = sorted(times)
-    best, j = 0, 0
-    for i, start in enumerate(times):
-        while j < len(times) and times[j] < start + window_s:
-            j += 1
-        best = max(best, j - i)
-    return best
 
 
 def test_two_client_processes_in_fallback_stay_together_under_the_pool_limit(
@@ -109,7 +100,7 @@ def test_two_client_processes_in_fallback_stay_together_under_the_pool_limit(
     pool = limits.pools["private"]
     rate = limits.effective_rate(pool)
     for window_s in (0.25, 1.0, seconds):
-        most = most_in_any_window(grants, window_s)
+        most = most_in_window(grants, window_s)
         print(f"fallback, 2 processes: at most {most} grants in {window_s}s (limit {rate * window_s + pool.burst:.1f})")
         assert most <= rate * window_s + pool.burst
     assert len(grants) >= 0.8 * rate * seconds  # and they did use the budget between them
