@@ -361,3 +361,13 @@ def test_an_order_whose_save_failed_never_happened_and_its_retry_places_it_once(
     finally:
         admin.execute_command("REPLICAOF", "NO", "ONE")
         admin.close()
+
+
+def test_fault_settings_out_of_range_are_422_naming_the_field(stack: Stack) -> None:
+    answer = httpx.post(f"{stack.url('exchange_sim')}/sim/faults", json={"latency_ms": 2**70}, headers=AUTH)
+    assert answer.status_code == 422
+    assert answer.json()["details"]["fields"][0] == {
+        "field": "latency_ms",
+        "message": "Input should be less than or equal to 60000",
+        "value": str(2**70),
+    }

@@ -18,7 +18,8 @@ import pytest
 from honcho.environ import parse_procfile
 from pydantic import BaseModel
 
-from shared.settings import ServiceSettings
+from services.ratelimit.settings import RatelimitSettings
+from shared.settings import ServiceSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -217,3 +218,8 @@ def test_env_example_documents_every_compose_variable() -> None:
     names = _env_example_names()
     used = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", (ROOT / "docker-compose.yml").read_text()))
     assert used <= names, f"docker-compose.yml reads variables .env.example does not document: {sorted(used - names)}"
+
+
+def test_services_listen_on_loopback_outside_containers_and_on_every_interface_inside() -> None:
+    assert load_settings(RatelimitSettings).bind_host == "127.0.0.1"
+    assert re.search(r"^\s*BIND_HOST=0\.0\.0\.0\b", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
