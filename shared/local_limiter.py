@@ -43,8 +43,15 @@ class LocalLimiter:
         """Take the service's count of the processes drawing on each pool."""
         self.clients.update({pool: n for pool, n in clients.items() if pool in self.config.pools and n > 0})
 
-    def decide(self, endpoint: str, *, cost: int, now: float, max_wait_s: float = 0.0) -> LocalDecision:
-        """Grant (possibly `wait_s` ahead, as a reservation) or deny with the time to retry; all pools or none."""
+    def decide(
+        self, endpoint: str, *, cost: int, now: float, max_wait_s: float = 0.0, reserve: bool = True
+    ) -> LocalDecision:
+        """Grant (possibly `wait_s` ahead, as a reservation) or deny with the time to retry; all pools or none.
+
+        As in the service, only critical requests (`reserve`) may hold a future slot; the others are granted
+        now or told when to ask again, so they never push the schedule ahead of an order."""
+        if not reserve:
+            max_wait_s = 0.0
         pools = self.config.endpoints[endpoint].pools
         wait, worst_pool, worst = 0.0, None, 0.0
         for pool, weight in pools.items():

@@ -145,18 +145,19 @@ class QuotaClient:
         if priority is not None:
             body["priority"] = Priority(priority).value
         payload = orjson.dumps(body)
+        urgency = Priority(priority) if priority is not None else self.config.endpoints[endpoint].priority
         attempt = 0
         while True:
             if self.in_fallback:
-                return await self._take_locally(endpoint, cost, wait_ms)
+                return await self._take_locally(endpoint, cost, wait_ms, urgency)
             try:
                 status, data = await self._post("acquire", payload, timeout_s=wait_ms / 1000 + SERVICE_TIMEOUT_S)
             except TRANSPORT_ERRORS as exc:
                 self._enter_fallback(f"{type(exc).__name__}: {exc}")
-                return await self._take_locally(endpoint, cost, wait_ms)
+                return await self._take_locally(endpoint, cost, wait_ms, urgency)
             if status >= 500:
                 self._enter_fallback(f"service answered {status}: {data.get('message', '')}")
-                return await self._take_locally(endpoint, cost, wait_ms)
+                return await self._take_locally(endpoint, cost, wait_ms, urgency)
             if status == 200:
                 self.local.learn(data.get("clients") or {})
                 return Grant(endpoint, data["waited_ms"], data["remaining"], data["utilization_pct"], fallback=False)
@@ -193,6 +194,8 @@ class QuotaClient:
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         try:
             return await self._send(pooled, path, payload, timeout)
+        except aiohttp.ServerTimeoutError:
+            raise  # a service that does not answer in time will not on a new connection either
         except aiohttp.ClientConnectionError as exc:
             log.debug("quota request failed on a pooled connection (%s); retrying on a new one", exc)
         return await self._send(fresh, path, payload, timeout)
@@ -227,8 +230,16 @@ class QuotaClient:
             if session is not None:
                 await session.close()
 
-    async def _take_locally(self, endpoint: str, cost: int, wait_ms: int) -> Grant:
-        decision = self.local.decide(endpoint, cost=cost, now=self.clock(), max_wait_s=wait_ms / 1000)
+    async def _take_locally(self, endpoint: str, cost: int, wait_ms: int, priority: Priority) -> Grant:
+        """The local limiter's grant; like the service, a request that may wait but holds no slot asks again."""
+        reserve = priority is Priority.CRITICAL
+        deadline = self.clock() + wait_ms / 1000
+        while True:
+            left = max(deadline - self.clock(), 0.0)
+            decision = self.local.decide(endpoint, cost=cost, now=self.clock(), max_wait_s=left, reserve=reserve)
+            if decision.granted or reserve or not 0 < decision.retry_after_s <= deadline - self.clock():
+                break
+            await self.sleep(decision.retry_after_s)
         if not decision.granted:
             raise QuotaDenied(
                 f"no quota for {endpoint!r} from the local fallback limiter; retry after "
@@ -255,19 +266,20 @@ class QuotaClient:
         self._probe = asyncio.get_running_loop().create_task(self._probe_until_back())
 
     async def _probe_until_back(self) -> None:
-        """One probe at a time, off the callers' path: a peek at a pool, which needs the service and Redis."""
-        pool = next(iter(self.config.pools))
-        _, fresh = self._sessions()
+        """One probe at a time, off the callers' path: a real acquire at background priority, so the service
+        counts as back only when Redis takes writes again (a read-only replica still answers reads)."""
+        endpoint = next(iter(self.config.endpoints))
+        probe = orjson.dumps(
+            {"endpoint": endpoint, "priority": Priority.BACKGROUND.value, "max_wait_ms": 0, "client_id": self.client_id}
+        )
         while True:
             await self.sleep(self.probe_s)
             try:
-                async with fresh.get(
-                    f"{self.url}/quota/{pool}", timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
-                ) as response:
-                    if response.status == 200:
-                        break
+                status, _ = await self._post("acquire", probe, timeout_s=PROBE_TIMEOUT_S)
             except TRANSPORT_ERRORS:
                 continue
+            if status < 500:  # granted, or refused by the limit: either way the service decides again
+                break
         log.info("ratelimit service reachable again after %.1fs of local limiting", self.clock() - self._fallback_since)
         self._fallback_since = None
         self._probe = None

@@ -20,6 +20,7 @@ from services.exchange_sim.market import GRANULARITIES
 from services.exchange_sim.matching import BadOrderRequest, SimOrder
 from services.exchange_sim.runtime import SimRuntime
 from services.exchange_sim.settings import Faults, SimSettings
+from services.exchange_sim.store import Cursor
 from services.exchange_sim.views import (
     account_json,
     candles_json,
@@ -365,6 +366,15 @@ def _offset(cursor: str | None) -> int:
     return offset
 
 
+def _cursor(cursor: str | None) -> Cursor | None:
+    if not cursor:
+        return None
+    try:
+        return Cursor.parse(cursor)
+    except ValueError:
+        raise CoinbaseError(400, "INVALID_ARGUMENT", f"cursor {cursor!r} is not valid") from None
+
+
 def _instant(value: str | None, name: str) -> float | None:
     if value is None:
         return None
@@ -401,10 +411,10 @@ async def list_orders(
             and (client_order_id is None or order.client_order_id == client_order_id)
         )
 
-    orders, next_offset = await sim.store.orders_page(
+    orders, following = await sim.store.orders_page(
         keep,
         limit=limit,
-        offset=_offset(cursor),
+        cursor=_cursor(cursor),
         start=_instant(start_date, "start_date"),
         end=_instant(end_date, "end_date"),
     )
@@ -412,8 +422,8 @@ async def list_orders(
         {
             "orders": [order_json(o) for o in orders],
             "sequence": "0",
-            "has_next": next_offset is not None,
-            "cursor": "" if next_offset is None else str(next_offset),
+            "has_next": following is not None,
+            "cursor": "" if following is None else str(following),
         }
     )
 
@@ -427,16 +437,14 @@ async def list_fills(
     cursor: str | None = None,
 ) -> CoinbaseJSON:
     by_order, by_product = _wanted(order_ids), _wanted(product_ids)
-    fills, next_offset = await sim.store.fills_page(
+    fills, following = await sim.store.fills_page(
         lambda fill: by_order(fill.order_id) and by_product(fill.product_id),
         limit=limit,
-        offset=_offset(cursor),
+        cursor=_cursor(cursor),
         start=None,
         end=None,
     )
-    return CoinbaseJSON(
-        {"fills": [fill_json(f) for f in fills], "cursor": "" if next_offset is None else str(next_offset)}
-    )
+    return CoinbaseJSON({"fills": [fill_json(f) for f in fills], "cursor": "" if following is None else str(following)})
 
 
 @router.get("/orders/historical/{order_id}", name="get_order", dependencies=Private, summary="Get an order")

@@ -169,9 +169,13 @@ class SimExchange:
         async with self.lock:
             await self._fresh()
             account = self.account.copy()
-            changed = []
+            changed: dict[str, SimOrder] = {}
             for order_id in order_ids:
-                known = self.open_orders.get(order_id) or await self.store.guarded(self.store.order(order_id))
+                known = (
+                    changed.get(order_id)
+                    or self.open_orders.get(order_id)
+                    or await self.store.guarded(self.store.order(order_id))
+                )
                 if known is None:
                     results.append((order_id, "UNKNOWN_CANCEL_ORDER"))
                     continue
@@ -179,9 +183,9 @@ class SimExchange:
                 reason = cancel(account, order)
                 results.append((order_id, reason))
                 if reason is None:
-                    changed.append(order)
+                    changed[order_id] = order
             if changed:
-                await self._commit(account, changed, [])
+                await self._commit(account, list(changed.values()), [])
         return results
 
     async def order(self, order_id: str) -> SimOrder | None:

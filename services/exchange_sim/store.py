@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeVar
 
@@ -16,6 +17,26 @@ from shared.redis import KeySpace
 T = TypeVar("T")
 # Index entries read per Redis round trip while paging with filters.
 SCAN_BATCH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a listing goes on: the position in the time index below the newest time its first page saw."""
+
+    offset: int
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.offset}:{self.high!r}"
+
+    @classmethod
+    def parse(cls, text: str) -> Cursor:
+        """Raises ValueError for anything but what __str__ writes."""
+        offset, high = text.split(":")
+        cursor = cls(int(offset), float(high))
+        if cursor.offset < 0:
+            raise ValueError(text)
+        return cursor
 
 
 class StoreUnavailable(Exception):
@@ -95,25 +116,37 @@ class SimStore:
         await self.guarded(pipe.execute())
 
     async def orders_page(
-        self, keep: Callable[[SimOrder], bool], *, limit: int, offset: int, start: float | None, end: float | None
-    ) -> tuple[list[SimOrder], int | None]:
+        self,
+        keep: Callable[[SimOrder], bool],
+        *,
+        limit: int,
+        cursor: Cursor | None,
+        start: float | None,
+        end: float | None,
+    ) -> tuple[list[SimOrder], Cursor | None]:
         """Orders kept by `keep`, newest first, read from the time index: see `_page`."""
 
         async def load(ids: list[bytes]) -> list[SimOrder | None]:
             raws = await self.redis.mget([self._order(i.decode()) for i in ids])
             return [SimOrder.from_record(orjson.loads(raw)) if raw else None for raw in raws]
 
-        return await self.guarded(self._page(self.orders, load, keep, limit, offset, start, end))
+        return await self.guarded(self._page(self.orders, load, keep, limit, cursor, start, end))
 
     async def fills_page(
-        self, keep: Callable[[SimFill], bool], *, limit: int, offset: int, start: float | None, end: float | None
-    ) -> tuple[list[SimFill], int | None]:
+        self,
+        keep: Callable[[SimFill], bool],
+        *,
+        limit: int,
+        cursor: Cursor | None,
+        start: float | None,
+        end: float | None,
+    ) -> tuple[list[SimFill], Cursor | None]:
         """Fills kept by `keep`, newest first, read from the time index: see `_page`."""
 
         async def load(records: list[bytes]) -> list[SimFill | None]:
             return [fill_from_record(raw) for raw in records]
 
-        return await self.guarded(self._page(self.fills, load, keep, limit, offset, start, end))
+        return await self.guarded(self._page(self.fills, load, keep, limit, cursor, start, end))
 
     async def _page(
         self,
@@ -121,14 +154,22 @@ class SimStore:
         load: Callable[[list[bytes]], Awaitable[list[T | None]]],
         keep: Callable[[T], bool],
         limit: int,
-        offset: int,
+        cursor: Cursor | None,
         start: float | None,
         end: float | None,
-    ) -> tuple[list[T], int | None]:
-        """Up to `limit` items between `start` and `end` (Unix seconds), newest first, from position `offset` of
-        the index; with the position to go on from, or None when the index has no more. Only the entries up
-        to the last one kept are read, never the whole history."""
-        high, low = end if end is not None else "+inf", start if start is not None else "-inf"
+    ) -> tuple[list[T], Cursor | None]:
+        """Up to `limit` items between `start` and `end` (Unix seconds), newest first, and the cursor of the next
+        page (None when the index has no more). The first page pins the newest time it saw, so items added while
+        a caller pages never shift the later pages. Only the entries up to the last one kept are read."""
+        low = start if start is not None else "-inf"
+        if cursor is None:
+            top = await self.redis.zrevrangebyscore(
+                index, end if end is not None else "+inf", low, start=0, num=1, withscores=True
+            )
+            if not top:
+                return [], None
+            cursor = Cursor(0, top[0][1])
+        offset, high = cursor.offset, cursor.high
         found: list[T] = []
         while True:
             members = await self.redis.zrevrangebyscore(index, high, low, start=offset, num=SCAN_BATCH)
@@ -138,6 +179,6 @@ class SimStore:
                     found.append(item)
                     if len(found) == limit:
                         more = await self.redis.zrevrangebyscore(index, high, low, start=offset, num=1)
-                        return found, offset if more else None
+                        return found, Cursor(offset, high) if more else None
             if len(members) < SCAN_BATCH:
                 return found, None

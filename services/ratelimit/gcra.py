@@ -64,7 +64,7 @@ class Decision:
         pools = {state.pool: state for state in self.pools} | {state.pool: state for state in later.pools}
         return Decision(
             code=later.code,
-            wait_us=self.wait_us + later.wait_us,
+            wait_us=later.wait_us,  # still to sleep; what was slept already is the caller's to count
             retry_after_us=later.retry_after_us,
             pool=later.pool,
             remaining=min(self.remaining, later.remaining),

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.ratelimit.api import router
-from services.ratelimit.fastpath import AcquireFastPath
+from services.ratelimit.fastpath import MAX_BODY_BYTES, PATH, AcquireFastPath
 from services.ratelimit.limiter import Limiter
 from services.ratelimit.metrics import RatelimitMetrics
 from services.ratelimit.settings import RatelimitSettings
@@ -40,6 +40,7 @@ def create_app(settings: RatelimitSettings | None = None, registry: CollectorReg
         registry=registry,
         lifespan=lifespan,
         before_scrape=refresh_gauges,
+        body_limits={PATH: MAX_BODY_BYTES},
     )
 
 

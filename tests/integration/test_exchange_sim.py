@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 
 import httpx
@@ -284,7 +284,8 @@ async def test_order_lists_page_through_an_index_by_time(client: ExchangeClient)
         if not page.has_next:
             break
         cursor = page.cursor
-    assert seen == placed[::-1]  # newest first, each once
+        await client.create_order(**market_buy("ETH-USD", "5"))  # type: ignore[arg-type]  # arrives mid-listing
+    assert seen == placed[::-1]  # newest first, each once, none shifted by the orders placed meanwhile
     oldest = (await client.get_order(placed[0])).client_order_id
     found = await client.find_order(oldest, product_id="ETH-USD", page_size=2)
     assert found is not None and found.order_id == placed[0]
@@ -319,13 +320,9 @@ def test_server_time_candles_and_orders_keep_one_clock(redis_url: str, start_sta
     assert server - 120 <= newest <= server  # the candles reach the server's now, not the wall clock's
 
 
-def test_an_order_whose_save_failed_never_happened_and_its_retry_places_it_once(
-    private_redis: RedisServer, start_stack: StackFactory, signing_key: ec.EllipticCurvePrivateKey, key_prefix: str
-) -> None:
-    sim = start_stack(
-        private_redis.url, names=["exchange_sim"], extra_env={"EXCHANGE_SIM__JWT_PUBLIC_KEY": public_pem(signing_key)}
-    ).url("exchange_sim")
-    signer = JwtSigner(ApiKey(KEY_NAME, pem(signing_key)))
+def signer_for(sim: str, key: ec.EllipticCurvePrivateKey) -> Callable[..., httpx.Response]:
+    """Signed calls to the simulator's Coinbase paths, without the client or quota."""
+    signer = JwtSigner(ApiKey(KEY_NAME, pem(key)))
     host = sim.removeprefix("http://")
 
     def signed(method: str, path: str, body: dict[str, object] | None = None) -> httpx.Response:
@@ -333,6 +330,40 @@ def test_an_order_whose_save_failed_never_happened_and_its_retry_places_it_once(
         token = signer.token(method, host, full)
         return httpx.request(method, f"{sim}{full}", json=body, headers={"Authorization": f"Bearer {token}"})
 
+    return signed
+
+
+def test_cancelling_an_order_twice_in_one_batch_releases_its_hold_once(
+    stack: Stack, signing_key: ec.EllipticCurvePrivateKey
+) -> None:
+    signed = signer_for(stack.url("exchange_sim"), signing_key)
+    resting = {
+        "client_order_id": str(uuid.uuid4()),
+        "product_id": "BTC-USD",
+        "side": "BUY",
+        "order_configuration": {"limit_limit_gtc": {"base_size": "0.001", "limit_price": "1000.00", "post_only": True}},
+    }
+
+    def usd() -> tuple[Decimal, Decimal]:
+        account = next(a for a in signed("GET", "/accounts").json()["accounts"] if a["currency"] == "USD")
+        return Decimal(account["available_balance"]["value"]), Decimal(account["hold"]["value"])
+
+    before = usd()
+    order_id = signed("POST", "/orders", resting).json()["order_id"]
+    assert usd()[1] == before[1] + Decimal("1.004")  # 1 USD and the maker fee held
+    results = signed("POST", "/orders/batch_cancel", {"order_ids": [order_id, order_id]}).json()["results"]
+    assert [r["success"] for r in results] == [True, False]
+    assert results[1]["failure_reason"] == "DUPLICATE_CANCEL_REQUEST"
+    assert usd() == before
+
+
+def test_an_order_whose_save_failed_never_happened_and_its_retry_places_it_once(
+    private_redis: RedisServer, start_stack: StackFactory, signing_key: ec.EllipticCurvePrivateKey, key_prefix: str
+) -> None:
+    sim = start_stack(
+        private_redis.url, names=["exchange_sim"], extra_env={"EXCHANGE_SIM__JWT_PUBLIC_KEY": public_pem(signing_key)}
+    ).url("exchange_sim")
+    signed = signer_for(sim, signing_key)
     order = {
         "client_order_id": str(uuid.uuid4()),
         "product_id": "BTC-USD",

@@ -193,7 +193,7 @@ async def test_redis_refusing_writes_is_503_and_the_client_falls_back(
     stack = start_stack(private_redis.url, names=["ratelimit"], extra_env={"CONFIG_DIR": str(config_dir)})
     base = stack.url("ratelimit")
     admin = redis.Redis.from_url(private_redis.url)
-    client = client_for(base, limits, max_wait_ms=0)
+    client = client_for(base, limits, max_wait_ms=0, probe_s=0.1)
     try:
         assert not (await client.take("create_order")).fallback
         for fault, undo in (
@@ -205,9 +205,13 @@ async def test_redis_refusing_writes_is_503_and_the_client_falls_back(
             assert answer.status_code == 503, answer.text
             assert answer.json()["error"] == "unavailable" and answer.json()["details"]["component"] == "redis"
             assert (await client.take("create_order")).fallback
+            await asyncio.sleep(0.5)  # its probes find the service answering, but Redis still refusing writes
+            assert client.in_fallback
             admin.execute_command(*undo)
-            await client.aclose()
-            client = client_for(base, limits, max_wait_ms=0)
+            deadline = time.monotonic() + 10
+            while client.in_fallback:
+                assert time.monotonic() < deadline, "the probe did not find the service back"
+                await asyncio.sleep(0.05)
             assert not (await client.take("create_order")).fallback
     finally:
         await client.aclose()

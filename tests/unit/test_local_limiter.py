@@ -69,3 +69,11 @@ def test_penalty_blocks_until_its_time() -> None:
     assert not denied.granted and denied.retry_after_s == pytest.approx(1.0)
     waited = limiter.decide("create_order", cost=1, now=9.0, max_wait_s=2.0)
     assert waited.granted and waited.wait_s == pytest.approx(1.0)
+
+
+def test_in_fallback_an_order_is_not_queued_behind_waiting_market_data() -> None:
+    limiter = LocalLimiter(CONFIG, clients={"private": 1})
+    for _ in range(128):
+        limiter.decide("create_order", cost=1, now=0.0, max_wait_s=5.0, reserve=False)
+    order = limiter.decide("create_order", cost=1, now=0.0, max_wait_s=5.0, reserve=True)
+    assert order.granted and order.wait_s <= 1 / (30 * 0.9) + 1e-9
