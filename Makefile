@@ -42,6 +42,7 @@ bench: venv
 	$(PY) -m bench.ratelimit
 	$(PY) -m bench.quota_safety
 	$(PY) -m bench.exchange
+	$(PY) -m bench.universe
 
 lint: venv
 	$(VENV)/bin/ruff check .

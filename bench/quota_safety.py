@@ -20,11 +20,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-import redis
 from prometheus_client import CollectorRegistry
 
 from bench.measure import most_in_window, percentile
-from bench.service import ServiceProcess, wait_all_ready
+from bench.service import ServiceProcess, delete_prefix, wait_all_ready
 from devtools.redis_server import redis_answers
 from devtools.stack import ROOT
 from services.ratelimit.settings import RatelimitSettings
@@ -150,11 +149,7 @@ async def with_service(
         return await run(service, config)
     finally:
         service.stop()
-        cleanup = redis.Redis.from_url(REDIS_URL)
-        keys = list(cleanup.scan_iter(match=f"{prefix}*"))
-        if keys:
-            cleanup.delete(*keys)
-        cleanup.close()
+        delete_prefix(REDIS_URL, prefix)
 
 
 async def main() -> None:

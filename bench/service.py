@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import orjson
+import redis
 
 from devtools.process import stop_process
 from devtools.redis_server import free_port
@@ -63,6 +64,7 @@ class ServiceProcess:
         token: str,
         log_dir: Path,
         service: str = "ratelimit",
+        extra_env: dict[str, str] | None = None,
     ) -> ServiceProcess:
         """Spawn the service with the Platform contract's environment."""
         port = free_port()
@@ -75,7 +77,8 @@ class ServiceProcess:
                 "TRADING_MODE": "sim",
                 "BIND_HOST": "127.0.0.1",
                 "LOG_LEVEL": "WARNING",
-            },
+            }
+            | (extra_env or {}),
             port,
         )
         log_path = log_dir / f"{name}.log"
@@ -135,3 +138,14 @@ async def wait_all_ready(services: list[ServiceProcess], timeout_s: float = 30.0
             for s in failed
         )
         raise RuntimeError(f"service not ready after {timeout_s}s: {details}")
+
+
+def delete_prefix(redis_url: str, prefix: str) -> None:
+    """Delete every key a benchmark wrote under its prefix."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

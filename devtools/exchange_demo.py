@@ -8,23 +8,14 @@ import time
 import uuid
 from decimal import Decimal
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import CollectorRegistry
 
 from services.ratelimit.settings import RatelimitSettings
 from shared.exchange import ApiKey, ExchangeClient
+from shared.exchange.factory import KEY_VARIABLES, throwaway_key
 from shared.exchange.models import MarketIoc, OrderConfiguration
 from shared.quota import QuotaClient
 from shared.settings import DEV_API_TOKEN, load_settings
-
-
-def throwaway_key() -> ApiKey:
-    """A fresh EC key: the simulator checks JWT signatures only when it is given a public key."""
-    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-    )
-    return ApiKey("organizations/demo/apiKeys/demo", pem.decode())
 
 
 async def main() -> None:
@@ -38,7 +29,7 @@ async def main() -> None:
         base_url=os.environ.get("EXCHANGE_API_URL", "http://127.0.0.1:8010"),
         quota=quota,
         registry=CollectorRegistry(),
-        api_key=ApiKey.from_env() if "COINBASE_API_KEY_NAME" in os.environ else throwaway_key(),
+        api_key=ApiKey.from_env() if any(os.environ.get(v) for v in KEY_VARIABLES) else throwaway_key(),
     )
     try:
         page = await client.list_products()

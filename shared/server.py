@@ -42,11 +42,11 @@ def run_service(
     """
     try:
         settings = load_settings(settings_cls)
+        app = create_app(settings)
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.service_name, settings.log_level)
-    app = create_app(settings)
     config = uvicorn.Config(
         front(app) if front else app,
         host=settings.bind_host,

@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -42,6 +42,7 @@ from shared.exchange.models import (
     OrdersPage,
     PriceBook,
     Product,
+    ProductListing,
     ProductsPage,
     ServerTime,
     Side,
@@ -110,6 +111,10 @@ class ExchangeClient:
         """One page of products, from the public listing (Coinbase counts it per IP: the `public` pool)."""
         params = _params(limit=limit, offset=offset, product_type=product_type) + _repeated("product_ids", product_ids)
         return await self._call("list_products", ProductsPage, "GET", "/market/products", params=params, private=False)
+
+    async def product_listing(self) -> list[dict[str, Any]]:
+        """Every product as the exchange gave it, in one public call; `read_products` reads each on its own."""
+        return (await self._call("list_products", ProductListing, "GET", "/market/products", private=False)).products
 
     async def get_product(self, product_id: str) -> Product:
         """One product, from the public endpoint (the `public` pool)."""

@@ -96,6 +96,13 @@ class ProductsPage(Body):
     pagination: Pagination | None = None
 
 
+class ProductListing(Body):
+    """The product list as the exchange gave it: each product is read on its own (`read_products`), so one
+    malformed product does not sink the others."""
+
+    products: list[dict[str, Any]]
+
+
 class Candle(Body):
     start: int
     low: Dec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -10,7 +11,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from shared.exchange.errors import BadExchangeResponse, ExchangeRejected
-from shared.exchange.models import CreateOrderResponse
+from shared.exchange.models import CreateOrderResponse, Product
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -172,3 +173,26 @@ def _str(value: Any) -> str | None:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableProduct:
+    """A product of the list that does not fit the documented shape: which one, which field, what is wrong."""
+
+    product_id: str
+    field: str
+    problem: str
+
+
+def read_products(raw: list[dict[str, Any]]) -> tuple[list[Product], list[UnreadableProduct]]:
+    """Each product of a raw listing as a Product, and the ones that could not be read with the reason."""
+    products, unreadable = [], []
+    for index, item in enumerate(raw):
+        product_id = item.get("product_id") if isinstance(item, dict) else None
+        name = product_id if isinstance(product_id, str) and product_id else f"products[{index}]"
+        try:
+            products.append(Product.model_validate(item))
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            unreadable.append(UnreadableProduct(name, field_path(error["loc"]) or "(product)", explain(exc)))
+    return products, unreadable

@@ -164,3 +164,8 @@ def failed_start(service: str, **env: str) -> str:
 def test_a_redis_url_that_is_no_redis_url_stops_the_service_with_one_line(url: str) -> None:
     line = failed_start("ratelimit", REDIS_URL=url)
     assert f"redis_url = {url!r} (from environment variable REDIS_URL)" in line
+
+
+def test_live_mode_without_an_exchange_key_stops_the_universe_with_one_line() -> None:
+    line = failed_start("universe", TRADING_MODE="live", TRADER_API_TOKEN="a-real-secret-of-my-own")
+    assert "universe: no Coinbase API key: set COINBASE_API_KEY_FILE or COINBASE_API_KEY_NAME" in line
