@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 class Build(BaseModel):
     """One build of the universe, as kept in Redis and served by the API."""
 
+    generation: int = 0
     built_at: float
     products_fetched_at: float
     ttl_s: float
@@ -52,7 +53,8 @@ class UniverseBuilder:
     ):
         self.redis = redis
         self.build_key = keys.key("build")
-        self.invalidated_key = keys.key("build", "invalidated")
+        # Bumped by every invalidation; a build made before the latest one does not count as current.
+        self.generation_key = keys.key("build", "generation")
         self.first_seen_key = keys.key("first_seen")
         self.cache = cache
         self.exchange = exchange
@@ -61,33 +63,42 @@ class UniverseBuilder:
         self.metrics = metrics
         self.clock = clock
         self._running: asyncio.Task[Build] | None = None
+        self._running_generation = -1
 
     async def current(self) -> Build:
         """The latest build from Redis; built now (once in this process, however many callers ask) when there
-        is none or it was invalidated."""
+        is none or an invalidation came after it."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(self.build_key)
-        pipe.exists(self.invalidated_key)
-        raw, invalidated = await pipe.execute()
-        if raw is not None and not invalidated:
-            return Build.model_validate_json(raw)
-        return await self.rebuild()
+        pipe.get(self.generation_key)
+        raw, generation = await pipe.execute()
+        wanted = int(generation or 0)
+        if raw is not None:
+            build = Build.model_validate_json(raw)
+            if build.generation >= wanted:
+                return build
+        return await self.rebuild(wanted)
 
-    async def rebuild(self) -> Build:
-        """Build again; concurrent callers in this process share one build. When the build fails, the previous
-        one is kept, marked stale with the error; with none, the error is raised."""
-        if self._running is None or self._running.done():
-            self._running = asyncio.get_running_loop().create_task(self._build_or_keep())
+    async def rebuild(self, generation: int | None = None) -> Build:
+        """Build again; concurrent callers in this process share one build, unless it began before the
+        generation they need. When the build fails, the previous one is kept, marked stale with the error;
+        with none, the error is raised."""
+        if generation is None:
+            generation = int(await self.redis.get(self.generation_key) or 0)
+        if self._running is None or self._running.done() or self._running_generation < generation:
+            self._running = asyncio.get_running_loop().create_task(self._build_or_keep(generation))
+            self._running_generation = generation
         return await asyncio.shield(self._running)
 
     async def invalidate(self) -> None:
         """The next request rebuilds from a freshly fetched product list (the build stays, for stale-if-error)."""
         await self.cache.invalidate()
-        await self.redis.set(self.invalidated_key, "1")
+        await self.redis.incr(self.generation_key)
 
-    async def _build_or_keep(self) -> Build:
+    async def _build_or_keep(self, generation: int) -> Build:
+        started = time.perf_counter()
         try:
-            build = await self._build()
+            build = await self._build(generation)
         except TraderError as exc:
             raw = await self.redis.get(self.build_key)
             if raw is None:
@@ -96,16 +107,19 @@ class UniverseBuilder:
                 raise ProductsUnavailable(
                     f"no universe yet: the build failed ({exc.message})", details={"error": exc.message}
                 ) from exc
-            build = Build.model_validate_json(raw).model_copy(update={"stale": True, "error": exc.message})
+            update = {"stale": True, "error": exc.message, "generation": generation}
+            build = Build.model_validate_json(raw).model_copy(update=update)
             log.warning("universe build failed, keeping the previous one marked stale: %s", exc.message)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.build_key, build.model_dump_json())
-        pipe.delete(self.invalidated_key)
-        await pipe.execute()
+        finally:
+            self._timed(time.perf_counter() - started)
+        stored = await self.redis.get(self.build_key)
+        if stored is None or Build.model_validate_json(stored).generation <= generation:
+            # a build begun before an invalidation never replaces one begun after it
+            await self.redis.set(self.build_key, build.model_dump_json())
         self.metrics.stale.set(1 if build.stale else 0)
         return build
 
-    async def _build(self) -> Build:
+    async def _build(self, generation: int) -> Build:
         started = time.perf_counter()
         listing = await self.cache.get()
         products, unreadable = read_products(listing.products)
@@ -115,15 +129,15 @@ class UniverseBuilder:
         books = await self.exchange.best_bid_ask([p.product_id for p in candidates]) if candidates else []
         members, unranked = rank(candidates, {book.product_id: book for book in books}, self.config)
         excluded += unranked
-        seconds = time.perf_counter() - started
-        self._observe(members, excluded, seconds)
+        self._observe(members, excluded)
         return Build(
+            generation=generation,
             built_at=now,
             products_fetched_at=listing.fetched_at,
             ttl_s=listing.ttl_s,
             stale=listing.stale,
             error=listing.error,
-            build_seconds=round(seconds, 4),
+            build_seconds=round(time.perf_counter() - started, 4),
             members=members,
             excluded=excluded,
         )
@@ -139,11 +153,14 @@ class UniverseBuilder:
         *_, seen = await pipe.execute()
         return {key.decode(): float(value) for key, value in seen.items()}
 
-    def _observe(self, members: list[Member], excluded: list[Exclusion], seconds: float) -> None:
+    def _timed(self, seconds: float) -> None:
+        """Every build attempt, failed ones too (those are the slow ones), against the stage budget."""
         self.metrics.build_seconds.observe(seconds)
         if seconds > self.budget_s:
             self.metrics.budget_exceeded.inc()
             log.warning("universe build took %.2fs, over its budget of %.2fs", seconds, self.budget_s)
+
+    def _observe(self, members: list[Member], excluded: list[Exclusion]) -> None:
         tiers = Counter(member.tier for member in members)
         for tier in ("core", "rotational"):
             self.metrics.size.labels(tier).set(tiers[tier])

@@ -13,12 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from shared.errors import ServiceUnavailable, TraderError
 from shared.redis import KeySpace
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 Result = Literal["hit", "miss", "expired", "stale"]
 RESULTS: tuple[Result, ...] = ("hit", "miss", "expired", "stale")
 POLL_S = 0.05
+# After a failed fetch, every replica serves the last good list for this long before one of them tries again.
+ERROR_HOLD_S = 10.0
 
 RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 RENEW_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
@@ -61,30 +65,41 @@ class RedisLock:
         self._renew = redis.register_script(RENEW_LUA)
 
     async def holder(self) -> str | None:
+        """Who holds the lock (the process, without the token of its acquisition)."""
         raw = await self.redis.get(self.key)
-        return raw.decode() if raw else None
+        return raw.decode().rsplit("/", 1)[0] if raw else None
 
     @contextlib.asynccontextmanager
     async def held(self) -> AsyncIterator[bool]:
-        """Yields whether this process got the lock; renews it while the block runs, releases it after."""
-        if not await self.redis.set(self.key, self.owner, nx=True, px=self.timeout_ms):
+        """Yields whether this acquisition got the lock; renews it while the block runs, releases it after.
+
+        Each acquisition has a token of its own, so a release never frees a lock taken again after a timeout.
+        """
+        token = f"{self.owner}/{uuid.uuid4().hex[:8]}"
+        if not await self.redis.set(self.key, token, nx=True, px=self.timeout_ms):
             yield False
             return
-        renewer = asyncio.get_running_loop().create_task(self._keep())
+        renewer = asyncio.get_running_loop().create_task(self._keep(token))
         try:
             yield True
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-            await self._release(keys=[self.key], args=[self.owner])
+            try:
+                await self._release(keys=[self.key], args=[token])
+            except RedisError as exc:  # the lock then runs out by itself
+                log.warning("could not release the lock %s: %s", self.key, exc)
 
-    async def _keep(self) -> None:
+    async def _keep(self, token: str) -> None:
         while True:
             await asyncio.sleep(self.timeout_ms / 3000)
-            if not await self._renew(keys=[self.key], args=[self.owner, self.timeout_ms]):
-                log.warning("lost the lock %s while holding it", self.key)
-                return
+            try:
+                if not await self._renew(keys=[self.key], args=[token, self.timeout_ms]):
+                    log.warning("lost the lock %s while holding it", self.key)
+                    return
+            except RedisError as exc:  # one failed renewal is not fatal: the next one may go through
+                log.warning("renewing the lock %s failed: %s", self.key, exc)
 
 
 class ProductCache:
@@ -111,6 +126,7 @@ class ProductCache:
         self.key = keys.key("products")
         self.last_good_key = keys.key("products", "last_good")
         self.stats_key = keys.key("cache", "stats")
+        self.error_key = keys.key("products", "error")
         self.lock = RedisLock(redis, keys.key("products", "lock"), owner=owner, timeout_s=lock_timeout_s)
         self.fetch = fetch
         self.ttl_for = ttl_for
@@ -134,6 +150,9 @@ class ProductCache:
         await self._count("expired" if cached is not None else "miss")
         deadline = self.monotonic() + self.wait_s
         while True:
+            failed = await self._recent_failure()
+            if failed and await self.redis.exists(self.last_good_key):
+                return await self._stale(failed)
             async with self.lock.held() as leading:
                 if leading:
                     fresh = await self._fresh_list()
@@ -155,7 +174,11 @@ class ProductCache:
 
     async def invalidate(self) -> None:
         """The next request fetches the list again (the last good list stays, for stale-if-error)."""
-        await self.redis.delete(self.key)
+        await self.redis.delete(self.key, self.error_key)
+
+    async def _recent_failure(self) -> str | None:
+        raw = await self.redis.get(self.error_key)
+        return raw.decode() if raw else None
 
     async def stats(self) -> dict[str, int]:
         raw = await self.redis.hgetall(self.stats_key)
@@ -166,6 +189,9 @@ class ProductCache:
             products = await self.fetch()
         except TraderError as exc:
             log.warning("fetching the product list failed: %s", exc.message)
+            # the replicas waiting for this fetch, and those asking soon after, serve the last good list
+            # rather than each calling the failing exchange in turn
+            await self.redis.set(self.error_key, exc.message, px=int(ERROR_HOLD_S * 1000))
             return await self._stale(exc.message)
         listing = ProductList(products, self.clock(), self.ttl_for(products))
         body = orjson.dumps(products)

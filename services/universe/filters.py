@@ -79,7 +79,10 @@ def _refusal(product: Product, config: UniverseConfig, *, first_seen: float | No
     for name in ("price", "quote_currency_id", "base_currency_id", "status"):
         if getattr(product, name) in (None, ""):
             return out("missing_field", f"{name} is missing")
-    volume = quote_volume(product)
+    try:
+        volume = quote_volume(product)
+    except ArithmeticError:
+        return out("malformed", f"volume_24h {product.volume_24h} times price {product.price} is out of range")
     if volume is None:
         return out("missing_field", "approximate_quote_24h_volume and volume_24h are missing")
     assert product.price is not None and product.base_currency_id is not None
@@ -96,7 +99,9 @@ def _refusal(product: Product, config: UniverseConfig, *, first_seen: float | No
         return out("post_only", "accepts post-only orders only")
     if product.base_currency_id in config.stablecoins:
         return out("stablecoin", f"{product.base_currency_id} is a stablecoin")
-    if product.price < Decimal(str(config.min_price)) or product.price <= 0:
+    if product.price <= 0:
+        return out("low_price", f"price {product.price} is not positive")
+    if product.price < Decimal(str(config.min_price)):
         return out("low_price", f"price {product.price} is below {config.min_price}")
     if config.min_listing_age_days and first_seen is not None:
         age_days = (now - first_seen) / DAY_S
@@ -134,7 +139,10 @@ def spread_bps(book: PriceBook) -> float | None:
     bid, ask = book.bids[0].price, book.asks[0].price
     if bid <= 0 or ask < bid:
         return None
-    return float((ask - bid) / ((ask + bid) / 2) * BPS)
+    try:
+        return float((ask - bid) / ((ask + bid) / 2) * BPS)
+    except ArithmeticError:
+        return None
 
 
 def rank(
@@ -147,7 +155,9 @@ def rank(
         book = books.get(product.product_id)
         spread = spread_bps(book) if book is not None else None
         if spread is None:
-            excluded.append(Exclusion(product_id=product.product_id, reason="no_book", detail="no bid and ask"))
+            excluded.append(
+                Exclusion(product_id=product.product_id, reason="no_book", detail="no usable best bid and ask")
+            )
         elif spread > config.max_spread_bps:
             excluded.append(
                 Exclusion(
@@ -187,7 +197,8 @@ def rank(
 
 
 def products_ttl_s(products: Iterable[Product], config: UniverseConfig) -> float:
-    """How long a freshly fetched product list stays fresh: fixed, or from the market's volatility."""
+    """How long a freshly fetched product list stays fresh: fixed, or from the market's volatility measured on
+    `products` (the screened ones: stablecoins and disabled products would read as a calm market)."""
     adaptive = config.adaptive_ttl
     if not adaptive.enabled or config.products_cache_minutes == 0:
         return config.products_cache_minutes * 60.0

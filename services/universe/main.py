@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from services.universe.api import router
 from services.universe.builder import Build, UniverseBuilder
 from services.universe.cache import ProductCache
-from services.universe.filters import products_ttl_s
+from services.universe.filters import products_ttl_s, screen
 from services.universe.metrics import UniverseMetrics
 from services.universe.settings import UniverseSettings
 from shared.app import EXCHANGE_TIME_PATH, build_app, dependency_check
@@ -50,7 +50,8 @@ def create_app(settings: UniverseSettings | None = None, registry: CollectorRegi
     key = api_key(settings)
 
     def ttl_for(raw: list[dict[str, Any]]) -> float:
-        return products_ttl_s(read_products(raw)[0], config)
+        candidates, _ = screen(*read_products(raw), config, first_seen={}, now=time.time())
+        return products_ttl_s(candidates, config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

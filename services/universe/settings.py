@@ -56,6 +56,15 @@ class UniverseConfig(BaseModel):
     lock_timeout_s: float = Field(default=15, gt=0, le=600, description="a dead builder holds the lock this long")
     build_wait_s: float = Field(default=20, gt=0, le=600, description="how long a request waits for a build")
 
+    @model_validator(mode="after")
+    def _waiters_outlast_a_dead_holder(self) -> UniverseConfig:
+        if self.build_wait_s <= self.lock_timeout_s:
+            raise ValueError(
+                f"build_wait_s ({self.build_wait_s:g}) must be above lock_timeout_s ({self.lock_timeout_s:g}), so "
+                "the replicas waiting on a holder that died can take over before they give up"
+            )
+        return self
+
 
 class UniverseSettings(ServiceSettings):
     service_name = "universe"

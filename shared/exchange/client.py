@@ -112,7 +112,7 @@ class ExchangeClient:
         params = _params(limit=limit, offset=offset, product_type=product_type) + _repeated("product_ids", product_ids)
         return await self._call("list_products", ProductsPage, "GET", "/market/products", params=params, private=False)
 
-    async def product_listing(self) -> list[dict[str, Any]]:
+    async def product_listing(self) -> list[Any]:
         """Every product as the exchange gave it, in one public call; `read_products` reads each on its own."""
         return (await self._call("list_products", ProductListing, "GET", "/market/products", private=False)).products
 

@@ -100,7 +100,7 @@ class ProductListing(Body):
     """The product list as the exchange gave it: each product is read on its own (`read_products`), so one
     malformed product does not sink the others."""
 
-    products: list[dict[str, Any]]
+    products: list[Any]
 
 
 class Candle(Body):

@@ -46,6 +46,7 @@ from shared.exchange import (
     RetryPolicy,
 )
 from shared.exchange.models import Fill, LimitGtc, MarketIoc, OrderConfiguration
+from shared.exchange.responses import read_products
 from shared.quota import QuotaClient
 from shared.ratelimits import RateLimitConfig
 
@@ -852,3 +853,12 @@ def test_a_fill_sized_in_quote_is_read_in_base_units() -> None:
     assert bought.base_size == Decimal("0.000603") and bought.quote_value == Decimal("27.135")
     plain = Fill.model_validate(FILL)
     assert plain.base_size == Decimal("0.01") and plain.quote_value == Decimal("450.0000")
+
+
+async def test_the_product_listing_keeps_entries_that_are_not_products(
+    client: ExchangeClient, exchange: respx.MockRouter
+) -> None:
+    exchange.get(f"{API}/market/products").respond(json={"products": [PRODUCT, None, "x"], "num_products": 3})
+    products, unreadable = read_products(await client.product_listing())
+    assert [p.product_id for p in products] == ["BTC-USD"]
+    assert [u.product_id for u in unreadable] == ["products[1]", "products[2]"]

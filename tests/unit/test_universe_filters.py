@@ -70,7 +70,10 @@ CATALOG = [
     product("BANNED-USD"),
     product("NOPRICE-USD", price=None),
     product("BADPRICE-USD", price="abc"),
+    product("HUGE-USD", approximate_quote_24h_volume=None, volume_24h="1e600000", price="1e600000"),
+    product("ZERO-USD", price="0"),
     {"price": "1"},
+    None,
 ]
 BOOKS = {pid: book(pid, "99.99", "100.01") for pid in ("BTC-USD", "ETH-USD", "SOL-USDC", "ADA-USD", "NEW-USD")} | {
     "WIDE-USD": book("WIDE-USD", "99.00", "101.00")
@@ -110,7 +113,10 @@ def test_every_product_is_kept_or_left_out_with_its_reason() -> None:
         "BANNED-USD": "denied",
         "NOPRICE-USD": "missing_field",
         "BADPRICE-USD": "malformed",
-        "products[22]": "malformed",
+        "HUGE-USD": "malformed",
+        "ZERO-USD": "low_price",
+        "products[24]": "malformed",
+        "products[25]": "malformed",
         "WIDE-USD": "wide_spread",
         "NOBOOK-USD": "no_book",
         "ADA-USD": "rank",
@@ -125,7 +131,8 @@ def test_every_product_is_kept_or_left_out_with_its_reason() -> None:
     details = {e.product_id: e.detail for e in excluded + unranked}
     assert "price: 'abc' is not a decimal" in details["BADPRICE-USD"]
     assert details["NOPRICE-USD"] == "price is missing"
-    assert details["products[22]"].startswith("product_id")
+    assert details["products[24]"].startswith("product_id")
+    assert details["ZERO-USD"] == "price 0 is not positive"
     assert details["WIDE-USD"] == "spread 200.0 bps is above 50"
 
 
@@ -152,8 +159,9 @@ def test_volume_falls_back_to_base_volume_times_price() -> None:
     assert members[0].quote_volume_24h == Decimal("2000000.00")
 
 
-def test_spread_needs_both_sides() -> None:
+def test_spread_needs_both_sides_uncrossed() -> None:
     assert spread_bps(book("A-USD", "99", "101")) == pytest.approx(200.0)
+    assert spread_bps(book("A-USD", "101", "99")) is None
     empty = PriceBook.model_validate({"product_id": "A-USD", "bids": [], "asks": [{"price": "1", "size": "1"}]})
     assert spread_bps(empty) is None
 
@@ -179,3 +187,8 @@ def test_adaptive_ttl_bounds_are_checked() -> None:
         AdaptiveTtl(min_minutes=20, max_minutes=15)
     with pytest.raises(ValueError, match="calm_change_pct"):
         AdaptiveTtl(calm_change_pct=9, volatile_change_pct=8)
+
+
+def test_waiters_must_outlast_a_dead_lock_holder() -> None:
+    with pytest.raises(ValueError, match="build_wait_s"):
+        UniverseConfig(lock_timeout_s=20, build_wait_s=10)
