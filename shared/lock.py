@@ -27,6 +27,7 @@ class RedisLock:
         self.key = key
         self.owner = owner
         self.timeout_ms = max(int(timeout_s * 1000), 1)
+        self.lost = False  # set when a renewal finds the lock taken by another: the holder should stop
         self._release = redis.register_script(RELEASE_LUA)
         self._renew = redis.register_script(RENEW_LUA)
 
@@ -45,6 +46,7 @@ class RedisLock:
         if not await self.redis.set(self.key, token, nx=True, px=self.timeout_ms):
             yield False
             return
+        self.lost = False
         renewer = asyncio.get_running_loop().create_task(self._keep(token))
         try:
             yield True
@@ -63,6 +65,7 @@ class RedisLock:
             try:
                 if not await self._renew(keys=[self.key], args=[token, self.timeout_ms]):
                     log.warning("lost the lock %s while holding it", self.key)
+                    self.lost = True
                     return
             except RedisError as exc:  # one failed renewal is not fatal: the next one may go through
                 log.warning("renewing the lock %s failed: %s", self.key, exc)
