@@ -43,6 +43,7 @@ bench: venv
 	$(PY) -m bench.quota_safety
 	$(PY) -m bench.exchange
 	$(PY) -m bench.universe
+	$(PY) -m bench.strategy
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -2,7 +2,7 @@
 
 Conviction is a weighted sum of four components, each 0..1 (weights in `strategy.weights`, non-negative and
 summing to 1), so it is 0..1 and never falls when a component rises:
-- strength: how far past its threshold the signal fired (0.5 at the threshold, 1 at twice as far);
+- strength: how far past its threshold the signal fired (0 at the threshold, 1 at twice the threshold past it);
 - agreement: the share of the other signals that fired the same way on the same product;
 - trend: alignment with the higher-timeframe trend, 0 when flat or against it, 1 when fully with it;
 - liquidity: half from the spread (1 at zero, 0 at `liquidity_max_spread_bps`), half from the 24h quote volume

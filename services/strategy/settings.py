@@ -63,8 +63,8 @@ class ConvictionWeights(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    strength: float = Field(default=0.5, ge=0, le=1)
-    agreement: float = Field(default=0.25, ge=0, le=1)
+    strength: float = Field(default=0.45, ge=0, le=1)
+    agreement: float = Field(default=0.3, ge=0, le=1)
     trend: float = Field(default=0.2, ge=0, le=1)
     liquidity: float = Field(default=0.05, ge=0, le=1)
 

@@ -97,8 +97,10 @@ def volume_spike(c: Candles, p: SignalParams) -> Fired:
     if c.bars < n + 1:
         return _nothing(c)
     before = c.volume[:, -n - 1 : -1]
+    spread = np.std(before, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        z = (c.volume[:, -1] - np.mean(before, axis=1)) / np.std(before, axis=1)
+        # a flat window (an illiquid product's zero volumes) says nothing about what a spike is
+        z = np.where(spread > 0, (c.volume[:, -1] - np.mean(before, axis=1)) / spread, np.nan)
     direction = np.sign(c.close[:, -1] - c.open[:, -1])
     fired = (z >= p.volume_z) & (direction != 0)
     return _fire(np.where(fired, direction, 0), _strength(z - p.volume_z, p.volume_z), z)
@@ -120,7 +122,9 @@ def mean_reversion(c: Candles, p: SignalParams) -> Fired:
     value = rsi(c.close, p.rsi_bars)
     buy, sell = value <= p.rsi_low, value >= p.rsi_high
     beyond = np.where(buy, p.rsi_low - value, np.where(sell, value - p.rsi_high, 0.0))
-    return _fire(np.where(buy, 1, np.where(sell, -1, 0)), _strength(beyond, p.rsi_low), value)
+    # full strength at the end of the scale: an RSI of 0 for a buy, 100 for a sell
+    room = np.where(buy, p.rsi_low, 100 - p.rsi_high) / 2
+    return _fire(np.where(buy, 1, np.where(sell, -1, 0)), _strength(beyond, room), value)
 
 
 def trend(c: Candles, p: SignalParams) -> Floats:
@@ -129,9 +133,12 @@ def trend(c: Candles, p: SignalParams) -> Floats:
     step, steps = p.trend_bars_per_step, p.trend_steps
     if c.bars < step * steps:
         return np.zeros(len(c.products))
-    closes = c.close[:, -step * steps :][:, step - 1 :: step]
+    window = c.close[:, -step * steps :]
+    closes = window[:, step - 1 :: step]
     with np.errstate(invalid="ignore", divide="ignore"):
         score = (c.close[:, -1] - np.mean(closes, axis=1)) / (2 * np.std(closes, axis=1))
+    # a product whose history does not reach back over the whole window has no trend yet
+    score = np.where(np.isnan(window[:, 0]), 0.0, score)
     return np.clip(np.nan_to_num(score), -1.0, 1.0)
 
 

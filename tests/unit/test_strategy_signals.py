@@ -37,10 +37,14 @@ def test_a_flat_series_fires_nothing() -> None:
     assert all(int(signal.direction[0]) == 0 for signal in fired.values())
 
 
+def noisy_volume(seed: int) -> np.ndarray:
+    return 100 + np.random.default_rng(seed).normal(0, 5, BARS)
+
+
 def test_a_clean_breakout_on_volume_fires_a_buy() -> None:
     close = wiggle(1)
     close[-1] = close[-25:-1].max() * 1.02
-    volume = np.full(BARS, 100.0)
+    volume = noisy_volume(1)
     volume[-1] = 400.0
     fired = evaluate(candles([close], [volume]), PARAMS)
     assert int(fired["breakout"].direction[0]) == 1 and fired["breakout"].strength[0] > 0.5
@@ -123,7 +127,7 @@ def test_the_sweep_counts_what_each_threshold_would_have_proposed() -> None:
 def test_triggers_carry_agreement_trend_and_liquidity() -> None:
     close = wiggle(1)
     close[-1] = close[-25:-1].max() * 1.02
-    volume = np.full(BARS, 100.0)
+    volume = noisy_volume(1)
     volume[-1] = 400.0
     data = candles([close], [volume])
     found = find_triggers(
@@ -138,3 +142,20 @@ def test_triggers_carry_agreement_trend_and_liquidity() -> None:
     assert breakout.components["liquidity"] == pytest.approx(0.95)
     unknown = find_triggers(data.products, evaluate(data, PARAMS), [0.0], {}, CONFIG)
     assert all(t.components["liquidity"] == 0 for t in unknown)
+
+
+def test_a_flat_volume_window_is_no_spike() -> None:
+    close = wiggle(6)
+    close[-1] = close[-2] * 1.001
+    volume = np.zeros(BARS)
+    volume[-1] = 5.0
+    fired = evaluate(candles([close], [volume]), PARAMS)
+    assert int(fired["volume_spike"].direction[0]) == 0
+
+
+def test_a_product_too_young_for_the_trend_window_has_no_trend() -> None:
+    young = np.full(BARS, np.nan)
+    young[-140:] = np.linspace(90, 120, 140)  # rising, but 140 bars of the 144 the trend reads
+    old = np.linspace(90, 120, BARS)
+    scores = trend(candles([young, old]), PARAMS)
+    assert scores[0] == 0 and scores[1] > 0

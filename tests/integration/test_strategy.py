@@ -1,0 +1,184 @@
+"""The strategy's cycle against the real simulator, ratelimit, universe and Redis (the simulator's own counts are
+the referee of what was asked of the exchange), and its lease with two real strategy processes."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from prometheus_client import CollectorRegistry
+
+from devtools.stack import Stack
+from services.strategy.market_data import CandleStore, last_closed
+from services.strategy.settings import StrategySettings
+from shared.exchange.client import ExchangeClient
+from shared.exchange.factory import api_key, create_exchange_client
+from shared.exchange.models import Granularity
+from shared.redis import KeySpace, create_redis
+from shared.settings import DEV_API_TOKEN, load_settings
+from tests.conftest import StackFactory
+
+pytestmark = pytest.mark.integration
+
+AUTH = {"Authorization": f"Bearer {DEV_API_TOKEN}"}
+# A five-minute candle closes every 5 real seconds.
+FAST = {"SIM_SPEED": "60", "STRATEGY__CYCLE_INTERVAL_S": "3600", "UNIVERSE__MAX_PRODUCTS": "8"}
+
+
+def candle_calls(stack: Stack) -> int:
+    stats = httpx.get(f"{stack.url('exchange_sim')}/sim/stats").json()
+    return stats["endpoints"].get("get_candles", {}).get("requests", 0)
+
+
+def cycle(url: str) -> dict[str, Any]:
+    answer = httpx.post(f"{url}/v1/cycle", headers=AUTH, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def metric(url: str, name: str) -> float:
+    """A sample of the service's metrics (0 before it has one)."""
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def wait_for(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def stack(redis_url: str, start_stack: StackFactory) -> Stack:
+    return start_stack(redis_url, names=["ratelimit", "exchange_sim", "universe", "strategy"], extra_env=FAST)
+
+
+def test_a_cycle_asks_the_exchange_only_for_the_candles_that_closed_since_the_last(stack: Stack) -> None:
+    url = stack.url("strategy")
+    wait_for(lambda: metric(url, 'trader_cycles_total{result="evaluated"}') >= 1, 30, "no first cycle")
+    first = httpx.get(f"{url}/v1/triggers?cycles=1").json()[0]
+    before = candle_calls(stack)
+    same_bar = cycle(url)
+    if same_bar["cycle_id"] == first["cycle_id"]:
+        assert same_bar["result"] == "no_new_data" and candle_calls(stack) == before
+    wait_for(lambda: cycle(url)["result"] == "evaluated", 15, "no candle closed")
+    report = httpx.get(f"{url}/v1/triggers?cycles=1").json()[0]
+    assert report["result"] == "evaluated"
+    evaluated = next(c for c in httpx.get(f"{url}/v1/triggers?cycles=5").json() if c["result"] == "evaluated")
+    calls = candle_calls(stack) - before
+    products = 8
+    assert calls <= products  # one call per product for the new candle(s), not the whole lookback again
+    assert evaluated["threshold"] == 0.28
+    sweep = httpx.get(f"{url}/v1/threshold-sweep", params={"from": 0.2, "to": 0.4, "step": 0.01}).json()
+    counts = [row["proposals"] for row in sweep["proposals_by_threshold"]]
+    assert sweep["cycles"] >= 2 and counts == sorted(counts, reverse=True)
+    metrics = httpx.get(f"{url}/metrics").text
+    for name in (
+        "trader_triggers_detected",
+        "trader_proposals_generated",
+        "trader_triggers_to_proposals_ratio",
+        "trader_conviction_threshold 0.28",
+        "trader_cycles_since_last_trigger",
+        'trader_cycle_stage_seconds_count{stage="market_data"}',
+    ):
+        assert name in metrics, name
+
+
+def test_a_threshold_out_of_range_is_refused_and_nothing_changes(stack: Stack) -> None:
+    url = stack.url("strategy")
+    refused = httpx.put(f"{url}/v1/policy", json={"min_conviction_to_propose": 1.5}, headers=AUTH)
+    assert refused.status_code == 422
+    assert refused.json()["details"]["fields"][0]["field"] == "min_conviction_to_propose"
+    assert httpx.get(f"{url}/v1/policy").json()["policy"] == {
+        "profile": "day_trader",
+        "threshold": 0.28,
+        "source": "config",
+        "closed_trades_seen": 0,
+    }
+    swing = httpx.put(f"{url}/v1/policy", json={"profile": "swing_trader"}, headers=AUTH).json()
+    assert swing["threshold"] == 0.34 and swing["source"] == "api"
+    changes = httpx.get(f"{url}/v1/policy").json()["changes"]
+    assert changes[0]["threshold"] == 0.34 and changes[0]["reason"]
+
+
+def test_the_leader_dies_and_another_replica_takes_over_within_a_cycle(
+    redis_url: str, start_stack: StackFactory
+) -> None:
+    interval = 4.0
+    env = FAST | {"STRATEGY__CYCLE_INTERVAL_S": str(interval)}
+    base = start_stack(redis_url, names=["ratelimit", "exchange_sim", "universe", "strategy"], extra_env=env)
+    shared = env | {
+        "RATELIMIT_URL": base.url("ratelimit"),
+        "EXCHANGE_API_URL": base.url("exchange_sim"),
+        "UNIVERSE_URL": base.url("universe"),
+        "EXECUTOR_URL": base.url("executor"),
+        "KEY_PREFIX": base.extra_env["KEY_PREFIX"],
+    }
+    other = start_stack(redis_url, names=["strategy"], extra_env=shared)
+    replicas = [base, other]
+    wait_for(
+        lambda: sum(metric(r.url("strategy"), "trader_strategy_leader") for r in replicas) == 1, 20, "no single leader"
+    )
+    leader, follower = sorted(replicas, key=lambda r: -metric(r.url("strategy"), "trader_strategy_leader"))
+    leader.processes["strategy"].send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: metric(follower.url("strategy"), "trader_strategy_leader") == 1, 2 * interval, "no takeover")
+    took_over_s = time.monotonic() - killed
+    print(f"\nthe follower led {took_over_s:.2f}s after the leader's death (cycle {interval}s)")
+    assert took_over_s <= interval
+    cycles = httpx.get(f"{follower.url('strategy')}/v1/triggers?cycles=1").json()
+    assert cycles, "the new leader ran no cycle"
+
+
+@pytest.fixture
+def exchange_stack(redis_url: str, start_stack: StackFactory) -> Stack:
+    return start_stack(redis_url, names=["ratelimit", "exchange_sim"])
+
+
+@pytest.fixture
+async def exchange(exchange_stack: Stack, key_prefix: str) -> AsyncIterator[ExchangeClient]:
+    settings = load_settings(
+        StrategySettings,
+        ratelimit_url=exchange_stack.url("ratelimit"),
+        exchange_api_url=exchange_stack.url("exchange_sim"),
+        key_prefix=key_prefix,
+    )
+    client = create_exchange_client(settings, settings.ratelimit, CollectorRegistry(), api_key(settings))
+    yield client
+    await client.aclose()
+    await client.quota.aclose()
+
+
+async def test_products_whose_candles_cannot_be_had_are_skipped_with_a_reason(
+    exchange_stack: Stack, exchange: ExchangeClient, redis_url: str, key_prefix: str
+) -> None:
+    redis = create_redis(redis_url)
+    store = CandleStore(
+        redis, KeySpace(key_prefix, "strategy"), exchange, granularity=Granularity.FIVE_MINUTE, lookback=300
+    )
+    sim = exchange_stack.url("exchange_sim")
+    now = float(httpx.get(f"{sim}/api/v3/brokerage/time").json()["epochSeconds"])
+    closed = last_closed(now, Granularity.FIVE_MINUTE)
+    malformed = {
+        "candles": [{"start": str(closed), "low": "abc", "high": "1", "open": "1", "close": "1", "volume": "1"}]
+    }
+    try:
+        with respx.mock(assert_all_called=True) as router:
+            router.get(url__regex=r".*/products/ETH-USD/candles.*").respond(json=malformed)
+            router.get(url__regex=r".*/products/SOL-USD/candles.*").respond(json={"candles": []})
+            router.route().pass_through()
+            candles, skipped = await store.refresh(["BTC-USD", "ETH-USD", "SOL-USD", "NOPE-USD"], closed=closed)
+    finally:
+        await redis.aclose()
+    assert candles.products == ("BTC-USD",) and candles.close.shape == (1, 300)
+    assert skipped["ETH-USD"].startswith("bad_data") and "low" in skipped["ETH-USD"]
+    assert skipped["SOL-USD"] == "no_candles"
+    assert skipped["NOPE-USD"].startswith("rejected")
