@@ -91,6 +91,8 @@ class CycleRunner:
 
     async def run(self) -> CycleReport:
         """A cycle: evaluated when a candle closed since the last one, else only the outbox is sent again."""
+        if self.config.dynamic_conviction.enabled:
+            await self._follow_win_rate()
         policy = await self.policy.current()
         self.metrics.threshold.set(policy.threshold)
         started = self.clock()
@@ -157,6 +159,18 @@ class CycleRunner:
             ratio=round(ratio(len(found), len(proposals)), 6),
             **outcome.model_dump(),
         )
+
+    async def _follow_win_rate(self) -> None:
+        """Dynamic conviction: the executor's closed trades and win rate move the threshold (when it answers)."""
+        try:
+            answer = await self.http.get(f"{self.settings.executor_url.rstrip('/')}/v1/pnl")
+            answer.raise_for_status()
+            pnl = answer.json()
+            closed, win_rate = int(pnl["closed_trades"]), float(pnl["win_rate"])
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+            log.info("no win rate from the executor this cycle (%s): threshold unchanged", type(exc).__name__)
+            return
+        await self.policy.dynamic(closed_trades=closed, win_rate=win_rate)
 
     async def _universe(self) -> list[dict[str, object]]:
         try:

@@ -70,6 +70,7 @@ def create_app(settings: StrategySettings | None = None, registry: CollectorRegi
         checks=[
             dependency_check("ratelimit", settings.ratelimit_url),
             dependency_check("universe", settings.universe_url),
+            dependency_check("executor", settings.executor_url),
             dependency_check("exchange", settings.exchange_api_url, EXCHANGE_TIME_PATH),
         ],
     )

@@ -58,7 +58,9 @@ def wait_for(condition: Any, timeout_s: float, what: str) -> None:
 
 @pytest.fixture
 def stack(redis_url: str, start_stack: StackFactory) -> Stack:
-    return start_stack(redis_url, names=["ratelimit", "exchange_sim", "universe", "strategy"], extra_env=FAST)
+    return start_stack(
+        redis_url, names=["ratelimit", "exchange_sim", "universe", "executor", "strategy"], extra_env=FAST
+    )
 
 
 def test_a_cycle_asks_the_exchange_only_for_the_candles_that_closed_since_the_last(stack: Stack) -> None:
@@ -114,7 +116,9 @@ def test_the_leader_dies_and_another_replica_takes_over_within_a_cycle(
 ) -> None:
     interval = 4.0
     env = FAST | {"STRATEGY__CYCLE_INTERVAL_S": str(interval)}
-    base = start_stack(redis_url, names=["ratelimit", "exchange_sim", "universe", "strategy"], extra_env=env)
+    base = start_stack(
+        redis_url, names=["ratelimit", "exchange_sim", "universe", "executor", "strategy"], extra_env=env
+    )
     shared = env | {
         "RATELIMIT_URL": base.url("ratelimit"),
         "EXCHANGE_API_URL": base.url("exchange_sim"),

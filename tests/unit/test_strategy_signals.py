@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from services.strategy.conviction import Liquidity, Trigger, conviction, find_triggers, propose, ratio, sweep
-from services.strategy.settings import ConvictionWeights, SignalParams, StrategyConfig
+from services.strategy.policy import adjusted
+from services.strategy.settings import ConvictionWeights, DynamicConviction, SignalParams, StrategyConfig
 from services.strategy.signals import Candles, evaluate, rsi, trend
 
 BARS = 300
@@ -159,3 +160,12 @@ def test_a_product_too_young_for_the_trend_window_has_no_trend() -> None:
     old = np.linspace(90, 120, BARS)
     scores = trend(candles([young, old]), PARAMS)
     assert scores[0] == 0 and scores[1] > 0
+
+
+def test_dynamic_conviction_tightens_on_losses_loosens_on_wins_within_bounds() -> None:
+    config = DynamicConviction(enabled=True, step=0.01, floor=0.2, ceiling=0.3)
+    assert adjusted(0.28, 0.3, config) == (0.29, "win rate 30% below 40%: tighten")
+    assert adjusted(0.28, 0.7, config) == (0.27, "win rate 70% above 60%: loosen")
+    assert adjusted(0.28, 0.5, config) is None
+    assert adjusted(0.30, 0.1, config) is None  # already at the ceiling
+    assert adjusted(0.20, 0.9, config) is None  # already at the floor
