@@ -44,6 +44,7 @@ bench: venv
 	$(PY) -m bench.exchange
 	$(PY) -m bench.universe
 	$(PY) -m bench.strategy
+	$(PY) -m bench.strategy_calls
 
 lint: venv
 	$(VENV)/bin/ruff check .
