@@ -186,3 +186,32 @@ async def test_products_whose_candles_cannot_be_had_are_skipped_with_a_reason(
     assert skipped["ETH-USD"].startswith("bad_data") and "low" in skipped["ETH-USD"]
     assert skipped["SOL-USD"] == "no_candles"
     assert skipped["NOPE-USD"].startswith("rejected")
+
+
+def test_evaluate_takes_candles_and_returns_triggers_without_side_effects(stack: Stack) -> None:
+    url = stack.url("strategy")
+    rows = [
+        {
+            "start": 1_700_000_000 + i * 300,
+            "open": 100,
+            "high": 101,
+            "low": 99,
+            "close": 100 + (i % 7) * 0.1,
+            "volume": 10,
+        }
+        for i in range(300)
+    ]
+    rows[-1] |= {"close": 130.0, "high": 131.0, "volume": 80.0}  # a breakout on volume
+    body = {"candles": {"AAA-USD": rows, "BBB-USD": rows[:200]}, "min_conviction_to_propose": 0.0}
+    answer = httpx.post(f"{url}/v1/evaluate", json=body, headers=AUTH, timeout=30)
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert "AAA-USD" in {t["product_id"] for t in result["triggers"]}
+    assert result["proposals"] and all(set(p["components"]) >= {"strength", "agreement"} for p in result["proposals"])
+    assert httpx.get(f"{url}/v1/proposals").json()["queued"] == []  # nothing was sent or kept
+    bad = httpx.post(
+        f"{url}/v1/evaluate", json={"candles": {"AAA-USD": [rows[0] | {"low": -1}]}}, headers=AUTH, timeout=30
+    )
+    assert bad.status_code == 422 and bad.json()["details"]["fields"][0]["field"] == "candles.AAA-USD.0.low"
+    huge = httpx.post(f"{url}/v1/evaluate", content=b"{" + b" " * (25 * 1024 * 1024) + b"}", headers=AUTH, timeout=60)
+    assert huge.status_code == 413
