@@ -81,7 +81,7 @@ def test_prometheus_scrapes_every_service(
     try:
         grant = httpx.post(
             f"{stack.url('ratelimit')}/v1/acquire",
-            json={"endpoint": "create_order"},
+            json={"endpoint": "create_order", "max_wait_ms": 2000},  # the running stack draws on the pool too
             headers={"Authorization": f"Bearer {DEV_API_TOKEN}"},
         )
         assert grant.status_code == 200
