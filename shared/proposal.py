@@ -13,6 +13,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 # Fixed, so the same cycle, product and side give the same proposal_id in every process and release.
 PROPOSAL_NAMESPACE = uuid.UUID("0b8f3c1e-5a7d-4f4e-9f0a-6d2c8e1b7a53")
 MAX_COMPONENTS = 32
+PRODUCT_ID_PATTERN = r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$"
 
 
 def _finite(components: dict[str, float]) -> dict[str, float]:
@@ -47,7 +48,7 @@ class Proposal(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     proposal_id: str = Field(min_length=1, max_length=64, description="deterministic for cycle, product and side")
-    product_id: str = Field(pattern=r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$", examples=["BTC-USD"])
+    product_id: str = Field(pattern=PRODUCT_ID_PATTERN, examples=["BTC-USD"])
     side: Literal["BUY", "SELL"]
     conviction: float = Field(ge=0, le=1)
     components: Annotated[dict[ComponentName, float], AfterValidator(_finite)] = Field(

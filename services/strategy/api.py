@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -16,13 +17,14 @@ from services.strategy.policy import Policy, PolicyChange, PolicyIn
 from services.strategy.settings import DynamicConviction, LatencyConfig, StrategyConfig
 from services.strategy.signals import Candles, evaluate, trend
 from shared.errors import InvalidRequest
-from shared.proposal import Proposal
+from shared.proposal import PRODUCT_ID_PATTERN, Proposal
 
 router = APIRouter(prefix="/v1", tags=["strategy"])
 MAX_PRODUCTS = 500
 MAX_CANDLES = 349
-# 500 products x 300 candles as JSON objects: about 17 MB.
-EVALUATE_MAX_BYTES = 24 * 1024 * 1024
+MIN_SWEEP_STEP = 0.001
+# 500 products x 349 candles as JSON objects with full-precision numbers or Coinbase's strings: under 40 MiB.
+EVALUATE_MAX_BYTES = 40 * 1024 * 1024
 
 
 class CandleIn(BaseModel):
@@ -48,9 +50,10 @@ class EvaluateIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    candles: dict[str, Annotated[list[CandleIn], Field(min_length=1, max_length=MAX_CANDLES)]] = Field(
-        min_length=1, max_length=MAX_PRODUCTS
-    )
+    candles: dict[
+        Annotated[str, Field(pattern=PRODUCT_ID_PATTERN)],
+        Annotated[list[CandleIn], Field(min_length=1, max_length=MAX_CANDLES)],
+    ] = Field(min_length=1, max_length=MAX_PRODUCTS)
     liquidity: dict[str, LiquidityIn] = {}
     min_conviction_to_propose: float | None = Field(default=None, ge=0, le=1)
 
@@ -152,9 +155,9 @@ async def threshold_sweep(
 ) -> dict[str, Any]:
     if stop < start:
         raise InvalidRequest(f"to ({stop}) must not be below from ({start})", details={"field": "to", "value": stop})
-    count = round((stop - start) / step) + 1
-    if count > 1000:
-        raise InvalidRequest(f"{count} thresholds asked; at most 1000", details={"field": "step", "value": step})
+    if step < MIN_SWEEP_STEP:
+        raise InvalidRequest(f"step {step} is below {MIN_SWEEP_STEP}", details={"field": "step", "value": step})
+    count = math.floor((stop - start) / step + 1e-9) + 1  # never past `to`
     thresholds = [round(start + i * step, 6) for i in range(count)]
     raws = await runner.redis.lrange(runner.history_key, 0, -1)
     cycles = [CycleTriggers.model_validate_json(raw) for raw in raws]

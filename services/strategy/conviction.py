@@ -93,23 +93,33 @@ def find_triggers(
     return found
 
 
-def propose(
-    triggers: list[Trigger], *, threshold: float, config: StrategyConfig, cycle_id: str, now: datetime
-) -> list[Proposal]:
-    """One proposal per product and side whose best trigger reaches the threshold."""
-    best: dict[tuple[str, Side], Trigger] = {}
+def chosen(triggers: list[Trigger], threshold: float) -> dict[str, Trigger]:
+    """Per product, the best trigger at or above the threshold; none when a buy and a sell are equally convinced
+    (the executor cannot act on both for the same candle)."""
+    best: dict[str, Trigger] = {}
+    tied: set[str] = set()
     for trigger in triggers:
         if trigger.conviction < threshold:
             continue
-        key = (trigger.product_id, trigger.side)
-        if key not in best or trigger.conviction > best[key].conviction:
-            best[key] = trigger
+        current = best.get(trigger.product_id)
+        if current is None or trigger.conviction > current.conviction:
+            best[trigger.product_id] = trigger
+            tied.discard(trigger.product_id)
+        elif trigger.conviction == current.conviction and trigger.side != current.side:
+            tied.add(trigger.product_id)
+    return {product_id: trigger for product_id, trigger in best.items() if product_id not in tied}
+
+
+def propose(
+    triggers: list[Trigger], *, threshold: float, config: StrategyConfig, cycle_id: str, now: datetime
+) -> list[Proposal]:
+    """One proposal per product whose best trigger reaches the threshold, on that trigger's side."""
     profile = config.profile_settings
     return [
         Proposal(
-            proposal_id=proposal_id(cycle_id, product_id, side),
+            proposal_id=proposal_id(cycle_id, product_id, trigger.side),
             product_id=product_id,
-            side=side,
+            side=trigger.side,
             conviction=trigger.conviction,
             components={**trigger.components, f"signal_{trigger.signal}": 1.0},
             quote_size=Decimal(str(profile.quote_size)),
@@ -119,7 +129,7 @@ def propose(
             created_at=now,
             expires_at=now + timedelta(seconds=config.proposal_ttl_s),
         )
-        for (product_id, side), trigger in sorted(best.items())
+        for product_id, trigger in sorted(chosen(triggers, threshold).items())
     ]
 
 
@@ -129,9 +139,5 @@ def ratio(triggers: int, proposals: int) -> float:
 
 
 def sweep(cycles: list[list[Trigger]], thresholds: list[float]) -> dict[float, int]:
-    """How many proposals the recorded cycles' triggers would have made at each threshold (one per product and
-    side and cycle, as `propose` makes them)."""
-    best = [
-        {(t.product_id, t.side): t.conviction for t in sorted(cycle, key=lambda t: t.conviction)} for cycle in cycles
-    ]
-    return {threshold: sum(1 for cycle in best for c in cycle.values() if c >= threshold) for threshold in thresholds}
+    """How many proposals the recorded cycles' triggers would have made at each threshold."""
+    return {threshold: sum(len(chosen(cycle, threshold)) for cycle in cycles) for threshold in thresholds}

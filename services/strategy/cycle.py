@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -25,12 +26,13 @@ from shared.errors import TraderError
 from shared.exchange.client import ExchangeClient
 from shared.lock import RedisLock
 from shared.logging import cycle_id_var
-from shared.proposal import Proposal
+from shared.proposal import PRODUCT_ID_PATTERN, Proposal
 from shared.redis import KeySpace
 
 log = logging.getLogger(__name__)
 
 Result = Literal["evaluated", "no_new_data", "failed"]
+PRODUCT_ID = re.compile(PRODUCT_ID_PATTERN)
 KEPT_CYCLES = 50
 
 
@@ -85,7 +87,7 @@ class CycleRunner:
         self.outbox_key = keys.key("outbox")
         self.history_key = keys.key("history")
         self.cycles_key = keys.key("cycles")
-        self.last_evaluated_key = keys.key("last_evaluated")
+        self.keys = keys
         self.drought_key = keys.key("cycles_since_trigger")
         self.headers = {"Authorization": f"Bearer {settings.trader_api_token}", "Content-Type": "application/json"}
 
@@ -104,7 +106,10 @@ class CycleRunner:
             cycle_id = f"{self.config.granularity.value}:{closed}"
             token = cycle_id_var.set(cycle_id)
             try:
-                if await self.redis.get(self.last_evaluated_key) == cycle_id.encode():
+                # A candle is evaluated once, whichever replica or request runs the cycle: the first to claim it.
+                claim = self.keys.key("evaluated", cycle_id)
+                bar_s = self.config.granularity.seconds
+                if not await self.redis.set(claim, "1", nx=True, ex=max(bar_s * 2, 60)):
                     outcome = await self._deliver([])
                     report = CycleReport(
                         cycle_id=cycle_id,
@@ -114,7 +119,11 @@ class CycleRunner:
                         **outcome.model_dump(),
                     )
                 else:
-                    report = await self._evaluate(cycle_id, closed, policy.threshold, started, stages)
+                    try:
+                        report = await self._evaluate(cycle_id, closed, policy.threshold, started, stages)
+                    except BaseException:
+                        await self.redis.delete(claim)  # the next cycle tries this candle again
+                        raise
             finally:
                 cycle_id_var.reset(token)
         except TraderError as exc:
@@ -132,8 +141,13 @@ class CycleRunner:
         async with self._stage("universe_build", stages):
             members = await self._universe()
         liquidity = {m["product_id"]: Liquidity(float(m["spread_bps"]), float(m["quote_volume_24h"])) for m in members}
+        unsupported = {pid: "unsupported_product_id: not BASE-QUOTE" for pid in liquidity if not PRODUCT_ID.match(pid)}
         async with self._stage("market_data", stages):
-            candles, skipped = await self.candles.refresh(list(liquidity), closed=closed)
+            candles, skipped = await self.candles.refresh([p for p in liquidity if p not in unsupported], closed=closed)
+        skipped |= unsupported
+        if not candles.products and any(r.startswith("unavailable") for r in skipped.values()):
+            # nothing could be read (no quota, exchange down): not an evaluation, and the candle is tried again
+            raise MarketDataUnavailable(f"no product's candles could be had: {next(iter(skipped.values()))}")
         for reason in skipped.values():
             self.metrics.skipped.labels(reason.split(":")[0]).inc()
         async with self._stage("signals", stages):
@@ -145,7 +159,6 @@ class CycleRunner:
             proposals = propose(found, threshold=threshold, config=self.config, cycle_id=cycle_id, now=now)
         async with self._stage("execution", stages):
             outcome = await self._deliver(proposals)
-        await self.redis.set(self.last_evaluated_key, cycle_id)
         self._observe(found, proposals)
         return CycleReport(
             cycle_id=cycle_id,
@@ -192,7 +205,9 @@ class CycleRunner:
         for proposal_id, raw in (await self.redis.hgetall(self.outbox_key)).items():
             try:
                 proposal = Proposal.model_validate_json(raw)
-            except ValidationError:
+            except ValidationError as exc:
+                log.error("queued proposal %s is unreadable and dropped: %s", proposal_id.decode(), exc)
+                self.metrics.proposals_expired.inc()
                 await self.redis.hdel(self.outbox_key, proposal_id)
                 continue
             if proposal.expired(now):
@@ -264,6 +279,12 @@ class CycleTriggers(BaseModel):
     triggers: list[Trigger]
 
 
+class MarketDataUnavailable(TraderError):
+    status_code = 503
+    code = "market_data_unavailable"
+    retryable = True
+
+
 class UniverseUnavailable(TraderError):
     status_code = 503
     code = "universe_unavailable"
@@ -275,6 +296,7 @@ async def lead_forever(runner: CycleRunner, lock: RedisLock, *, interval_s: floa
     them takes over within a cycle of the leader's death (the lease runs out after half a cycle)."""
     while True:
         try:
+            metrics.threshold.set((await runner.policy.current()).threshold)
             async with lock.held() as leading:
                 metrics.leader.set(1 if leading else 0)
                 while leading and not lock.lost:

@@ -24,6 +24,13 @@ Row = list[float]  # start, open, high, low, close, volume
 CONCURRENCY = 8
 # A product needs this share of the lookback before its signals are read.
 MIN_SHARE = 0.5
+ROW_LENGTH = 6
+
+
+def sane(row: Row) -> bool:
+    """Positive prices with the low and high around the open and close, and a volume of zero or more."""
+    _, open_, high, low, close, volume = row
+    return 0 < low <= min(open_, close) and max(open_, close) <= high and volume >= 0
 
 
 def last_closed(now: float, granularity: Granularity) -> int:
@@ -46,7 +53,8 @@ class CandleStore:
         return self.keys.key("candles", self.granularity.value, product_id)
 
     async def refresh(self, product_ids: Sequence[str], *, closed: int) -> tuple[Candles, dict[str, str]]:
-        """Every product's candles up to the candle starting at `closed`, with the products left out and why."""
+        """Every product's candles up to the candle starting at `closed`, with the products left out and why (a
+        product whose newest candle is not that one is stale: its signals would read an old market as now)."""
         gate = asyncio.Semaphore(CONCURRENCY)
 
         async def one(product_id: str) -> list[Row] | str:
@@ -61,18 +69,34 @@ class CandleStore:
                 skipped[product_id] = result
             elif len(result) < self.lookback * MIN_SHARE:
                 skipped[product_id] = f"too_few_candles: {len(result)} of {self.lookback}"
+            elif int(result[-1][0]) != closed:
+                skipped[product_id] = f"stale: the newest candle starts at {int(result[-1][0])}, not {closed}"
             else:
                 rows[product_id] = result
-        return self._aligned(rows), skipped
+        return self._aligned(rows, closed), skipped
+
+    async def _cached(self, product_id: str, oldest: int) -> list[Row]:
+        """The product's cached candles from `oldest` on; none when the cache is unreadable (it is fetched again)."""
+        raw = await self.redis.get(self.key(product_id))
+        if not raw:
+            return []
+        try:
+            rows = orjson.loads(raw)
+            if not all(isinstance(row, list) and len(row) == ROW_LENGTH for row in rows):
+                raise ValueError("unexpected shape")
+        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+            log.warning("cached candles of %s unreadable (%s): fetching them again", product_id, exc)
+            return []
+        return [row for row in rows if row[0] >= oldest]
 
     async def _refresh_one(self, product_id: str, closed: int) -> list[Row] | str:
-        raw = await self.redis.get(self.key(product_id))
-        cached: list[Row] = orjson.loads(raw) if raw else []
+        step = self.granularity.seconds
+        oldest = closed - (self.lookback - 1) * step
+        cached = await self._cached(product_id, oldest)
         newest = int(cached[-1][0]) if cached else None
         if newest is not None and newest >= closed:
             return cached
-        step = self.granularity.seconds
-        start = newest + step if newest is not None else closed - (self.lookback - 1) * step
+        start = newest + step if newest is not None else oldest
         try:
             candles = await self.exchange.get_candles(
                 product_id, start=start, end=closed + step, granularity=self.granularity
@@ -90,6 +114,9 @@ class CandleStore:
             for c in sorted(candles, key=lambda c: c.start)
             if start <= c.start <= closed
         ]
+        broken = next((row for row in fresh if not sane(row)), None)
+        if broken is not None:
+            return f"bad_data: the candle at {int(broken[0])} has prices or a volume no market has: {broken[1:]}"
         if not cached and not fresh:
             return "no_candles"
         merged = {int(row[0]): row for row in cached + fresh}
@@ -97,11 +124,15 @@ class CandleStore:
         await self.redis.set(self.key(product_id), orjson.dumps(kept))
         return kept
 
-    def _aligned(self, rows: dict[str, list[Row]]) -> Candles:
-        """Right-aligned arrays (products, lookback), NaN before a product's first candle."""
+    def _aligned(self, rows: dict[str, list[Row]], closed: int) -> Candles:
+        """Arrays (products, lookback) placed by time, the candle starting at `closed` last; NaN where a product
+        has no candle (before its first, or a bar without trades)."""
         products = tuple(sorted(rows))
+        step = self.granularity.seconds
         data = np.full((len(products), self.lookback, 5), np.nan)
         for index, product_id in enumerate(products):
-            series = np.asarray(rows[product_id], dtype=np.float64)[:, 1:]
-            data[index, self.lookback - len(series) :, :] = series
+            series = np.asarray(rows[product_id], dtype=np.float64)
+            slots = self.lookback - 1 - ((closed - series[:, 0]) // step).astype(int)
+            inside = slots >= 0
+            data[index, slots[inside], :] = series[inside, 1:]
         return Candles(products, *(data[:, :, i] for i in range(5)))

@@ -53,13 +53,16 @@ class PolicyIn(BaseModel):
 def adjusted(threshold: float, win_rate: float, config: DynamicConviction) -> tuple[float, str] | None:
     """Dynamic conviction's step: tighter below `tighten_below`, looser above `loosen_above`, within bounds."""
     if win_rate < config.tighten_below:
-        target, why = threshold + config.step, f"win rate {win_rate:.0%} below {config.tighten_below:.0%}: tighten"
+        # never past the ceiling, and never down (a threshold set above it by hand stays)
+        target = max(min(threshold + config.step, config.ceiling), threshold)
+        why = f"win rate {win_rate:.0%} below {config.tighten_below:.0%}: tighten"
     elif win_rate > config.loosen_above:
-        target, why = threshold - config.step, f"win rate {win_rate:.0%} above {config.loosen_above:.0%}: loosen"
+        target = min(max(threshold - config.step, config.floor), threshold)
+        why = f"win rate {win_rate:.0%} above {config.loosen_above:.0%}: loosen"
     else:
         return None
-    bounded = round(min(max(target, config.floor), config.ceiling), 6)
-    return (bounded, why) if bounded != threshold else None
+    target = round(target, 6)
+    return (target, why) if target != threshold else None
 
 
 class PolicyStore:
@@ -94,6 +97,8 @@ class PolicyStore:
         """Every `every_trades` closed trades, move the threshold by the win rate (dynamic conviction)."""
         policy = await self.current()
         config = self.config.dynamic_conviction
+        if closed_trades < policy.closed_trades_seen:  # the executor's count started again: so do we
+            policy = policy.model_copy(update={"closed_trades_seen": 0})
         if not config.enabled or closed_trades - policy.closed_trades_seen < config.every_trades:
             return policy
         step = adjusted(policy.threshold, win_rate, config)

@@ -77,8 +77,10 @@ def breakout(c: Candles, p: SignalParams) -> Fired:
     high = np.max(c.high[:, -n - 1 : -1], axis=1)
     low = np.min(c.low[:, -n - 1 : -1], axis=1)
     average_range = np.mean(c.high[:, -n - 1 : -1] - c.low[:, -n - 1 : -1], axis=1)
+    average_volume = np.mean(c.volume[:, -n - 1 : -1], axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        volume_ratio = c.volume[:, -1] / np.mean(c.volume[:, -n - 1 : -1], axis=1)
+        # no volume before: nothing to confirm a breakout against
+        volume_ratio = np.where(average_volume > 0, c.volume[:, -1] / average_volume, np.nan)
     close = c.close[:, -1]
     confirmed = volume_ratio >= p.breakout_volume_ratio
     up = (close > high) & confirmed

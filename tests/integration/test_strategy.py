@@ -171,6 +171,8 @@ async def test_products_whose_candles_cannot_be_had_are_skipped_with_a_reason(
     sim = exchange_stack.url("exchange_sim")
     now = float(httpx.get(f"{sim}/api/v3/brokerage/time").json()["epochSeconds"])
     closed = last_closed(now, Granularity.FIVE_MINUTE)
+    await redis.set(f"{key_prefix}strategy:candles:FIVE_MINUTE:BTC-USD", b"{not json")  # a corrupt cache entry
+    zero = {"start": str(closed), "low": "0", "high": "1", "open": "1", "close": "1", "volume": "1"}
     malformed = {
         "candles": [{"start": str(closed), "low": "abc", "high": "1", "open": "1", "close": "1", "volume": "1"}]
     }
@@ -178,14 +180,17 @@ async def test_products_whose_candles_cannot_be_had_are_skipped_with_a_reason(
         with respx.mock(assert_all_called=True) as router:
             router.get(url__regex=r".*/products/ETH-USD/candles.*").respond(json=malformed)
             router.get(url__regex=r".*/products/SOL-USD/candles.*").respond(json={"candles": []})
+            router.get(url__regex=r".*/products/ADA-USD/candles.*").respond(json={"candles": [zero]})
             router.route().pass_through()
-            candles, skipped = await store.refresh(["BTC-USD", "ETH-USD", "SOL-USD", "NOPE-USD"], closed=closed)
+            products = ["BTC-USD", "ETH-USD", "SOL-USD", "ADA-USD", "NOPE-USD"]
+            candles, skipped = await store.refresh(products, closed=closed)
     finally:
         await redis.aclose()
     assert candles.products == ("BTC-USD",) and candles.close.shape == (1, 300)
     assert skipped["ETH-USD"].startswith("bad_data") and "low" in skipped["ETH-USD"]
     assert skipped["SOL-USD"] == "no_candles"
     assert skipped["NOPE-USD"].startswith("rejected")
+    assert skipped["ADA-USD"].startswith("bad_data") and "no market has" in skipped["ADA-USD"]
 
 
 def test_evaluate_takes_candles_and_returns_triggers_without_side_effects(stack: Stack) -> None:
@@ -213,5 +218,11 @@ def test_evaluate_takes_candles_and_returns_triggers_without_side_effects(stack:
         f"{url}/v1/evaluate", json={"candles": {"AAA-USD": [rows[0] | {"low": -1}]}}, headers=AUTH, timeout=30
     )
     assert bad.status_code == 422 and bad.json()["details"]["fields"][0]["field"] == "candles.AAA-USD.0.low"
-    huge = httpx.post(f"{url}/v1/evaluate", content=b"{" + b" " * (25 * 1024 * 1024) + b"}", headers=AUTH, timeout=60)
+    huge = httpx.post(f"{url}/v1/evaluate", content=b"{" + b" " * (41 * 1024 * 1024) + b"}", headers=AUTH, timeout=60)
     assert huge.status_code == 413
+    lower = httpx.post(f"{url}/v1/evaluate", json={"candles": {"aaa-usd": rows}}, headers=AUTH)
+    assert lower.status_code == 422 and "aaa-usd" in lower.text
+    sweep = httpx.get(f"{url}/v1/threshold-sweep", params={"from": 0, "to": 1, "step": 0.6}).json()
+    assert [row["threshold"] for row in sweep["proposals_by_threshold"]] == [0, 0.6]
+    tiny = httpx.get(f"{url}/v1/threshold-sweep", params={"from": 0, "to": 1, "step": 5e-324})
+    assert tiny.status_code == 422

@@ -98,7 +98,7 @@ def test_the_threshold_is_inclusive() -> None:
     assert propose([trigger(0.2799)], threshold=0.28, config=CONFIG, cycle_id="c1", now=NOW) == []
 
 
-def test_one_proposal_per_product_and_side_with_every_component_kept() -> None:
+def test_one_proposal_per_product_on_its_best_side_with_every_component_kept() -> None:
     made = propose(
         [trigger(0.3), trigger(0.4), trigger(0.5, side="SELL"), trigger(0.9, product="ETH-USD")],
         threshold=0.28,
@@ -106,14 +106,12 @@ def test_one_proposal_per_product_and_side_with_every_component_kept() -> None:
         cycle_id="c7",
         now=NOW,
     )
-    assert [(p.product_id, p.side, p.conviction) for p in made] == [
-        ("BTC-USD", "BUY", 0.4),
-        ("BTC-USD", "SELL", 0.5),
-        ("ETH-USD", "BUY", 0.9),
-    ]
-    assert set(made[0].components) == {"strength", "agreement", "trend", "liquidity", "signal_momentum"}
-    again = propose([trigger(0.4)], threshold=0.28, config=CONFIG, cycle_id="c7", now=NOW)
-    assert again[0].proposal_id == made[0].proposal_id
+    assert [(p.product_id, p.side, p.conviction) for p in made] == [("BTC-USD", "SELL", 0.5), ("ETH-USD", "BUY", 0.9)]
+    assert set(made[1].components) == {"strength", "agreement", "trend", "liquidity", "signal_momentum"}
+    again = propose([trigger(0.9, product="ETH-USD")], threshold=0.28, config=CONFIG, cycle_id="c7", now=NOW)
+    assert again[0].proposal_id == made[1].proposal_id
+    tied = propose([trigger(0.4), trigger(0.4, side="SELL")], threshold=0.28, config=CONFIG, cycle_id="c8", now=NOW)
+    assert tied == []  # a buy and a sell as sure as each other: neither
 
 
 def test_ratio_is_zero_without_triggers() -> None:
@@ -169,3 +167,9 @@ def test_dynamic_conviction_tightens_on_losses_loosens_on_wins_within_bounds() -
     assert adjusted(0.28, 0.5, config) is None
     assert adjusted(0.30, 0.1, config) is None  # already at the ceiling
     assert adjusted(0.20, 0.9, config) is None  # already at the floor
+
+
+def test_dynamic_conviction_never_moves_a_threshold_the_wrong_way() -> None:
+    config = DynamicConviction(enabled=True, step=0.01, floor=0.2, ceiling=0.45)
+    assert adjusted(0.60, 0.1, config) is None  # set above the ceiling by hand: losses do not lower it
+    assert adjusted(0.10, 0.9, config) is None  # below the floor: wins do not raise it
