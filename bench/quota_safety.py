@@ -23,8 +23,8 @@ import aiohttp
 from prometheus_client import CollectorRegistry
 
 from bench.measure import most_in_window, percentile
-from bench.service import ServiceProcess, delete_prefix, wait_all_ready
-from devtools.redis_server import redis_answers
+from bench.service import ServiceProcess, wait_all_ready
+from devtools.redis_server import delete_prefix, redis_answers
 from devtools.stack import ROOT
 from services.ratelimit.settings import RatelimitSettings
 from shared.quota import QuotaClient, QuotaDenied

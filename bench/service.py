@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import orjson
-import redis
 
 from devtools.process import stop_process
 from devtools.redis_server import free_port
@@ -138,14 +137,3 @@ async def wait_all_ready(services: list[ServiceProcess], timeout_s: float = 30.0
             for s in failed
         )
         raise RuntimeError(f"service not ready after {timeout_s}s: {details}")
-
-
-def delete_prefix(redis_url: str, prefix: str) -> None:
-    """Delete every key a benchmark wrote under its prefix."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.service import delete_prefix
-from devtools.redis_server import free_port, redis_answers
+from devtools.redis_server import delete_prefix, free_port, redis_answers
 from devtools.stack import CONTRACT_PORTS, Stack
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -28,8 +28,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from bench.measure import percentile
-from bench.service import ServiceProcess, delete_prefix, wait_all_ready
-from devtools.redis_server import redis_answers
+from bench.service import ServiceProcess, wait_all_ready
+from devtools.redis_server import delete_prefix, redis_answers
 from devtools.stack import ROOT
 from services.universe.builder import UniverseBuilder
 from services.universe.cache import ProductCache, ProductList

@@ -37,6 +37,17 @@ def find_server_binary() -> Path | None:
     return bundled if bundled.exists() else None
 
 
+def delete_prefix(url: str, prefix: str) -> None:
+    """Delete every key under a prefix (a test's or a benchmark's own)."""
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

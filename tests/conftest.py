@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 import yaml
+from prometheus_client import CollectorRegistry
 
-from devtools.redis_server import RedisServer, free_port, redis_answers
+from devtools.redis_server import RedisServer, delete_prefix, free_port, redis_answers
 from devtools.stack import CONTRACT_PORTS, Stack
+from services.universe.settings import UniverseSettings
+from shared.exchange.client import ExchangeClient
+from shared.exchange.factory import api_key, create_exchange_client
+from shared.settings import load_settings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -57,13 +61,7 @@ def key_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; every key under it is deleted afterwards."""
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
     yield prefix
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_prefix(redis_url, prefix)
 
 
 @pytest.fixture
@@ -77,6 +75,27 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 StackFactory = Callable[..., Stack]
+
+
+@pytest.fixture
+def exchange_stack(redis_url: str, start_stack: StackFactory) -> Stack:
+    """The ratelimit service and the simulator, for tests that drive the exchange client themselves."""
+    return start_stack(redis_url, names=["ratelimit", "exchange_sim"])
+
+
+@pytest.fixture
+async def exchange(exchange_stack: Stack, key_prefix: str) -> AsyncIterator[ExchangeClient]:
+    """The exchange client a service would build, on `exchange_stack`, under this test's key prefix."""
+    settings = load_settings(
+        UniverseSettings,
+        ratelimit_url=exchange_stack.url("ratelimit"),
+        exchange_api_url=exchange_stack.url("exchange_sim"),
+        key_prefix=key_prefix,
+    )
+    client = create_exchange_client(settings, settings.ratelimit, CollectorRegistry(), api_key(settings))
+    yield client
+    await client.aclose()
+    await client.quota.aclose()
 
 
 def ratelimits_config(tmp_path: Path, limits: dict[str, object]) -> Path:

@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import respx
-from prometheus_client import CollectorRegistry
 
 from devtools.stack import Stack
 from services.strategy.market_data import CandleStore, last_closed
-from services.strategy.settings import StrategySettings
 from shared.exchange.client import ExchangeClient
-from shared.exchange.factory import api_key, create_exchange_client
 from shared.exchange.models import Granularity
 from shared.redis import KeySpace, create_redis
-from shared.settings import DEV_API_TOKEN, load_settings
+from shared.settings import DEV_API_TOKEN
 from tests.conftest import StackFactory
 
 pytestmark = pytest.mark.integration
@@ -140,25 +136,6 @@ def test_the_leader_dies_and_another_replica_takes_over_within_a_cycle(
     assert took_over_s <= interval
     cycles = httpx.get(f"{follower.url('strategy')}/v1/triggers?cycles=1").json()
     assert cycles, "the new leader ran no cycle"
-
-
-@pytest.fixture
-def exchange_stack(redis_url: str, start_stack: StackFactory) -> Stack:
-    return start_stack(redis_url, names=["ratelimit", "exchange_sim"])
-
-
-@pytest.fixture
-async def exchange(exchange_stack: Stack, key_prefix: str) -> AsyncIterator[ExchangeClient]:
-    settings = load_settings(
-        StrategySettings,
-        ratelimit_url=exchange_stack.url("ratelimit"),
-        exchange_api_url=exchange_stack.url("exchange_sim"),
-        key_prefix=key_prefix,
-    )
-    client = create_exchange_client(settings, settings.ratelimit, CollectorRegistry(), api_key(settings))
-    yield client
-    await client.aclose()
-    await client.quota.aclose()
 
 
 async def test_products_whose_candles_cannot_be_had_are_skipped_with_a_reason(

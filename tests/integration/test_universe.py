@@ -24,7 +24,6 @@ from services.universe.cache import ProductCache, ProductsUnavailable
 from services.universe.metrics import UniverseMetrics
 from services.universe.settings import UniverseSettings
 from shared.exchange.client import ExchangeClient
-from shared.exchange.factory import api_key, create_exchange_client
 from shared.exchange.retry import RetryPolicy
 from shared.redis import KeySpace, create_redis
 from shared.settings import DEV_API_TOKEN, load_settings
@@ -51,25 +50,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def exchange_stack(redis_url: str, start_stack: StackFactory) -> Stack:
-    return start_stack(redis_url, names=["ratelimit", "exchange_sim"])
-
-
-@pytest.fixture
-async def exchange(exchange_stack: Stack, key_prefix: str) -> AsyncIterator[ExchangeClient]:
-    settings = load_settings(
-        UniverseSettings,
-        ratelimit_url=exchange_stack.url("ratelimit"),
-        exchange_api_url=exchange_stack.url("exchange_sim"),
-        key_prefix=key_prefix,
-    )
-    client = create_exchange_client(settings, settings.ratelimit, CollectorRegistry(), api_key(settings))
-    yield client
-    await client.aclose()
-    await client.quota.aclose()
 
 
 @pytest.fixture
