@@ -16,6 +16,12 @@ class RiskConfig(BaseModel):
     max_open_positions: int = Field(default=5, ge=1, le=1000)
     max_daily_loss_quote: float = Field(default=100, gt=0)
     max_trades_per_hour: int = Field(default=10, ge=1, le=10_000)
+    max_total_quote: float = Field(default=1000, gt=0, description="open positions' cost together")
+    cooldown_s: float = Field(default=900, ge=0, le=30 * 86_400, description="after an exit, before that product again")
+    # A proposal's quote_size is scaled by its conviction: in full at full_size_conviction, never below
+    # min_size_factor of it.
+    full_size_conviction: float = Field(default=0.5, gt=0, le=1)
+    min_size_factor: float = Field(default=0.5, gt=0, le=1)
 
 
 class ExecutorSettings(ServiceSettings):
