@@ -1,13 +1,111 @@
-"""Executor routes."""
+"""Executor routes: take proposals, their outcomes, trades, positions, PnL, risk, halt and resume."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from decimal import Decimal
+from typing import Any
 
-from services.executor.deps import SettingsDep
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from services.executor.deps import ExecutorDep, SettingsDep
+from services.executor.ledger import Outcome, Position, Trade
 from services.executor.settings import LatencyConfig, RiskConfig
+from shared.errors import NotFound
+from shared.proposal import Proposal
 
 router = APIRouter(prefix="/v1", tags=["executor"])
+WIN_RATE_TRADES = 20
+
+
+@router.post(
+    "/proposals",
+    status_code=202,
+    summary="Take a proposal (token): queued before the answer; the same proposal_id again gets its first outcome",
+)
+async def take_proposal(body: Proposal, executor: ExecutorDep) -> JSONResponse:
+    first = await executor.ledger.accept(body)
+    if first is not None:
+        return JSONResponse(first.model_dump(), status_code=200)
+    executor.metrics.received.inc()
+    accepted = await executor.ledger.outcome(body.proposal_id)
+    assert accepted is not None
+    return JSONResponse(accepted.model_dump(), status_code=202)
+
+
+@router.get("/proposals/{proposal_id}", summary="A proposal's outcome: pending, rejected, ordered, filled, exited")
+async def get_outcome(proposal_id: str, executor: ExecutorDep) -> Outcome:
+    outcome = await executor.ledger.outcome(proposal_id)
+    if outcome is None:
+        raise NotFound(f"no proposal {proposal_id!r}", details={"proposal_id": proposal_id})
+    return outcome
+
+
+@router.get("/trades", summary="Trades, newest first")
+async def get_trades(executor: ExecutorDep) -> list[Trade]:
+    return await executor.ledger.trades()
+
+
+@router.get("/positions", summary="Open positions")
+async def get_positions(executor: ExecutorDep) -> list[Position]:
+    return list((await executor.ledger.positions()).values())
+
+
+@router.get("/pnl", summary="Realised and unrealised PnL, fees, win rate over the last closed trades")
+async def get_pnl(executor: ExecutorDep) -> dict[str, Any]:
+    return await pnl(executor)
+
+
+async def pnl(executor: ExecutorDep) -> dict[str, Any]:
+    trades = await executor.ledger.trades()
+    closed = [t for t in trades if t.realized_quote is not None]
+    recent = closed[:WIN_RATE_TRADES]
+    positions = await executor.ledger.positions()
+    unrealized = Decimal(0)
+    if positions:
+        books = {b.product_id: b for b in await executor.exchange.best_bid_ask(list(positions))}
+        for product_id, position in positions.items():
+            book = books.get(product_id)
+            if book is not None and book.bids:
+                unrealized += position.base_size * book.bids[0].price - position.cost_quote
+    return {
+        "realized": str(sum((t.realized_quote or Decimal(0) for t in closed), Decimal(0))),
+        "unrealized": str(unrealized),
+        "fees": str(sum((t.fees_quote for t in trades), Decimal(0))),
+        "closed_trades": len(closed),
+        "win_rate": (sum(1 for t in recent if (t.realized_quote or 0) > 0) / len(recent)) if recent else 0.0,
+        "win_rate_over": len(recent),
+        "open_positions": len(positions),
+    }
+
+
+@router.get("/risk", summary="The risk limits and their current use")
+async def get_risk(executor: ExecutorDep, settings: SettingsDep) -> dict[str, Any]:
+    book = await executor.book()
+    return {
+        "limits": settings.risk,
+        "use": {
+            "halted": book.halted,
+            "trades_last_hour": book.trades_last_hour,
+            "open_positions": len(book.positions_quote),
+            "total_quote": str(sum(book.positions_quote.values(), Decimal(0))),
+            "realized_today_quote": str(book.realized_today_quote),
+        },
+    }
+
+
+@router.post("/halt", summary="Halt trading: every proposal is rejected until resumed (token)")
+async def halt(executor: ExecutorDep) -> dict[str, bool]:
+    await executor.ledger.set_halted(True, "halted through the API")
+    executor.metrics.halted.set(1)
+    return {"halted": True}
+
+
+@router.post("/resume", summary="Resume trading (token)")
+async def resume(executor: ExecutorDep) -> dict[str, bool]:
+    await executor.ledger.set_halted(False)
+    executor.metrics.halted.set(0)
+    return {"halted": False}
 
 
 @router.get("/config", summary="The validated risk limits in force (YAML plus environment)")

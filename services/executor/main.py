@@ -1,23 +1,82 @@
-"""Executor service: risk checks, orders, positions, exits and PnL."""
+"""Executor service: checks proposals against the risk limits and places orders on the exchange."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.executor.api import router
+from services.executor.ledger import Ledger
+from services.executor.metrics import ExecutorMetrics
+from services.executor.orders import Executor, watch_positions
 from services.executor.settings import ExecutorSettings
 from shared.app import EXCHANGE_TIME_PATH, build_app, dependency_check
+from shared.exchange.factory import api_key, create_exchange_client
+from shared.quota import default_client_id
+from shared.redis import KeySpace
 from shared.settings import load_settings
+
+MONITOR_S = 2.0
 
 
 def create_app(settings: ExecutorSettings | None = None, registry: CollectorRegistry | None = None) -> FastAPI:
     settings = settings or load_settings(ExecutorSettings)
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = ExecutorMetrics(registry)
+    key = api_key(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        exchange = create_exchange_client(settings, settings.ratelimit, registry, key)
+        ledger = Ledger(app.state.redis, KeySpace(settings.key_prefix, "executor"))
+        app.state.executor = Executor(
+            app.state.redis,
+            ledger=ledger,
+            exchange=exchange,
+            settings=settings,
+            metrics=metrics,
+            consumer=default_client_id(),
+        )
+        loop = asyncio.get_running_loop()
+        tasks = [
+            loop.create_task(app.state.executor.work_forever()),
+            loop.create_task(watch_positions(app.state.executor, interval_s=MONITOR_S)),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await exchange.aclose()
+            await exchange.quota.aclose()
+
+    async def before_scrape(app: FastAPI) -> None:
+        ledger: Ledger = app.state.executor.ledger
+        metrics.trades_per_hour.set(await ledger.trades_last_hour())
+        positions = await ledger.positions()
+        metrics.open_positions.set(len(positions))
+        metrics.halted.set(1 if await ledger.halted() else 0)
+        trades = await ledger.trades()
+        closed = [t for t in trades if t.realized_quote is not None]
+        metrics.realized.set(float(sum(t.realized_quote or 0 for t in closed)))
+        recent = closed[:20]
+        metrics.win_rate.set(sum(1 for t in recent if (t.realized_quote or 0) > 0) / len(recent) if recent else 0)
+
     return build_app(
         settings,
-        description="Checks risk, places orders, tracks positions, exits and PnL.",
+        description="Checks proposals against the risk limits and places orders on the exchange, exactly once.",
         routers=[router],
         registry=registry,
+        lifespan=lifespan,
+        before_scrape=before_scrape,
         checks=[
             dependency_check("ratelimit", settings.ratelimit_url),
             dependency_check("exchange", settings.exchange_api_url, EXCHANGE_TIME_PATH),

@@ -1,0 +1,193 @@
+"""The executor's records in Redis: proposal outcomes, the intake stream, positions and trades.
+
+Keys (under `<prefix>executor:`): `proposals` (the intake stream, read by the `workers` group), `outcome:<id>`
+(a hash per proposal: status, reason, order and times), `position:<product>` (a hash per open position),
+`positions` (the set of open ones), `trade:<id>` (a hash per trade) with `trades` (a sorted set by time), and
+`halted`. Everything a trader needs after a restart is here, so nothing lives only in a process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel
+from redis.asyncio import Redis
+
+from shared.proposal import Proposal
+from shared.redis import KeySpace
+
+Status = Literal["pending", "rejected", "ordered", "filled", "exited", "failed"]
+GROUP = "workers"
+HOUR_S = 3600
+
+# Accepts a proposal once: the outcome hash and the stream entry are written together, or not at all.
+INTAKE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HGETALL', KEYS[1])
+end
+redis.call('HSET', KEYS[1], 'status', 'pending', 'received_at', ARGV[2], 'updated_at', ARGV[2], 'proposal', ARGV[1])
+redis.call('XADD', KEYS[2], '*', 'proposal_id', ARGV[3])
+return {}
+"""
+
+
+class Outcome(BaseModel):
+    proposal_id: str
+    status: Status
+    reason: str | None = None
+    detail: str | None = None
+    order_id: str | None = None
+    client_order_id: str | None = None
+    received_at: float
+    updated_at: float
+
+
+class Position(BaseModel):
+    product_id: str
+    base_size: Decimal
+    cost_quote: Decimal  # what was paid, fees included
+    entry_price: Decimal
+    fees_quote: Decimal
+    opened_at: float
+    proposal_id: str
+    stop_loss_pct: float
+    take_profit_pct: float
+    time_stop_s: int
+
+
+class Trade(BaseModel):
+    trade_id: str
+    product_id: str
+    side: Literal["BUY", "SELL"]
+    base_size: Decimal
+    price: Decimal
+    quote_value: Decimal
+    fees_quote: Decimal
+    at: float
+    order_id: str
+    proposal_id: str
+    realized_quote: Decimal | None = None  # on an exit: proceeds less cost and fees
+    exit_reason: str | None = None
+
+
+class Ledger:
+    def __init__(self, redis: Redis, keys: KeySpace, *, clock: Callable[[], float] = time.time):
+        self.redis = redis
+        self.keys = keys
+        self.clock = clock
+        self.stream = keys.key("proposals")
+        self.positions_key = keys.key("positions")
+        self.trades_key = keys.key("trades")
+        self.halted_key = keys.key("halted")
+        self._intake = redis.register_script(INTAKE_LUA)
+
+    def outcome_key(self, proposal_id: str) -> str:
+        return self.keys.key("outcome", proposal_id)
+
+    async def accept(self, proposal: Proposal) -> Outcome | None:
+        """Queue a proposal seen for the first time (None); a proposal_id seen before gets its first outcome."""
+        now = repr(self.clock())
+        existing = await self._intake(
+            keys=[self.outcome_key(proposal.proposal_id), self.stream],
+            args=[proposal.model_dump_json(), now, proposal.proposal_id],
+        )
+        if not existing:
+            return None
+        return self._outcome(proposal.proposal_id, dict(zip(existing[::2], existing[1::2], strict=True)))
+
+    async def outcome(self, proposal_id: str) -> Outcome | None:
+        raw = await self.redis.hgetall(self.outcome_key(proposal_id))
+        return self._outcome(proposal_id, raw) if raw else None
+
+    async def proposal(self, proposal_id: str) -> Proposal | None:
+        raw = await self.redis.hget(self.outcome_key(proposal_id), "proposal")
+        return Proposal.model_validate_json(raw) if raw else None
+
+    async def record(self, proposal_id: str, status: Status, **fields: str | None) -> None:
+        values = {"status": status, "updated_at": repr(self.clock())} | {
+            k: v for k, v in fields.items() if v is not None
+        }
+        await self.redis.hset(self.outcome_key(proposal_id), mapping=values)
+
+    async def positions(self) -> dict[str, Position]:
+        products = sorted(p.decode() for p in await self.redis.smembers(self.positions_key))
+        if not products:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for product_id in products:
+            pipe.get(self.keys.key("position", product_id))
+        raws = await pipe.execute()
+        return {p: Position.model_validate_json(raw) for p, raw in zip(products, raws, strict=True) if raw}
+
+    async def open_position(self, position: Position, trade: Trade, proposal_id: str, order_id: str) -> None:
+        """The buy's trade, the position (added to an open one of the same product) and the outcome, together."""
+        current = (await self.positions()).get(position.product_id)
+        if current is not None:
+            size = current.base_size + position.base_size
+            cost = current.cost_quote + position.cost_quote
+            position = current.model_copy(
+                update={
+                    "base_size": size,
+                    "cost_quote": cost,
+                    "fees_quote": current.fees_quote + position.fees_quote,
+                    "entry_price": (cost / size) if size else position.entry_price,
+                }
+            )
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.keys.key("position", position.product_id), position.model_dump_json())
+        pipe.sadd(self.positions_key, position.product_id)
+        self._add_trade(pipe, trade)
+        pipe.hset(
+            self.outcome_key(proposal_id),
+            mapping={"status": "filled", "order_id": order_id, "updated_at": repr(self.clock())},
+        )
+        await pipe.execute()
+
+    async def close_position(self, product_id: str, trade: Trade, outcome_of: str, status: Status) -> None:
+        """The exit's trade, the position gone, the exit time for the cooldown and the outcome, together."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.keys.key("position", product_id))
+        pipe.srem(self.positions_key, product_id)
+        pipe.hset(self.keys.key("last_exit"), product_id, repr(trade.at))
+        self._add_trade(pipe, trade)
+        pipe.hset(
+            self.outcome_key(outcome_of),
+            mapping={"status": status, "order_id": trade.order_id, "updated_at": repr(self.clock())},
+        )
+        await pipe.execute()
+
+    def _add_trade(self, pipe: object, trade: Trade) -> None:
+        pipe.set(self.keys.key("trade", trade.trade_id), trade.model_dump_json())  # type: ignore[attr-defined]
+        pipe.zadd(self.trades_key, {trade.trade_id: trade.at})  # type: ignore[attr-defined]
+
+    async def trades(self, *, since: float = 0, limit: int = 500) -> list[Trade]:
+        ids = await self.redis.zrevrangebyscore(self.trades_key, "+inf", since, start=0, num=limit)
+        if not ids:
+            return []
+        raws = await self.redis.mget([self.keys.key("trade", i.decode()) for i in ids])
+        return [Trade.model_validate_json(raw) for raw in raws if raw]
+
+    async def trades_last_hour(self) -> int:
+        """Trades in the last 3600 s, from the ledger: right straight after a restart."""
+        return int(await self.redis.zcount(self.trades_key, self.clock() - HOUR_S, "+inf"))
+
+    async def last_exits(self) -> dict[str, float]:
+        raw = await self.redis.hgetall(self.keys.key("last_exit"))
+        return {k.decode(): float(v) for k, v in raw.items()}
+
+    async def halted(self) -> bool:
+        return bool(await self.redis.exists(self.halted_key))
+
+    async def set_halted(self, halted: bool, reason: str = "") -> None:
+        if halted:
+            await self.redis.set(self.halted_key, reason or "halted")
+        else:
+            await self.redis.delete(self.halted_key)
+
+    @staticmethod
+    def _outcome(proposal_id: str, raw: dict[bytes, bytes]) -> Outcome:
+        fields = {k.decode(): v.decode() for k, v in raw.items() if k != b"proposal"}
+        return Outcome(proposal_id=proposal_id, **fields)  # type: ignore[arg-type]
