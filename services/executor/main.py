@@ -21,8 +21,6 @@ from shared.quota import default_client_id
 from shared.redis import KeySpace
 from shared.settings import load_settings
 
-MONITOR_S = 2.0
-
 
 def create_app(settings: ExecutorSettings | None = None, registry: CollectorRegistry | None = None) -> FastAPI:
     settings = settings or load_settings(ExecutorSettings)
@@ -45,7 +43,7 @@ def create_app(settings: ExecutorSettings | None = None, registry: CollectorRegi
         loop = asyncio.get_running_loop()
         tasks = [
             loop.create_task(app.state.executor.work_forever()),
-            loop.create_task(watch_positions(app.state.executor, interval_s=MONITOR_S)),
+            loop.create_task(watch_positions(app.state.executor, interval_s=settings.worker.monitor_interval_s)),
         ]
         try:
             yield

@@ -30,7 +30,6 @@ TERMINAL = {"FILLED", "CANCELLED", "EXPIRED", "FAILED"}
 FOLLOW_S = 30.0
 FOLLOW_EVERY_S = 0.1
 RESENDS = 3
-CLAIM_IDLE_MS = 15_000
 
 
 def client_order_id(key: str) -> str:
@@ -54,6 +53,7 @@ class Executor:
         self.ledger = ledger
         self.exchange = exchange
         self.config = settings.risk
+        self.claim_idle_ms = int(settings.worker.claim_idle_s * 1000)
         self.metrics = metrics
         self.consumer = consumer
         self.clock = clock
@@ -71,7 +71,7 @@ class Executor:
         while True:
             try:
                 _, claimed, _ = await self.redis.xautoclaim(
-                    self.ledger.stream, GROUP, self.consumer, min_idle_time=CLAIM_IDLE_MS, count=10
+                    self.ledger.stream, GROUP, self.consumer, min_idle_time=self.claim_idle_ms, count=10
                 )
                 entries = list(claimed)
                 if not entries:

@@ -24,11 +24,19 @@ class RiskConfig(BaseModel):
     min_size_factor: float = Field(default=0.5, gt=0, le=1)
 
 
+class WorkerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    claim_idle_s: float = Field(default=15, gt=0, le=3600, description="a proposal a worker left this long is claimed")
+    monitor_interval_s: float = Field(default=2, gt=0, le=3600, description="how often open positions are checked")
+
+
 class ExecutorSettings(ServiceSettings):
     service_name = "executor"
     default_port = 8004
     config_files = ("risk.yaml", "policy.yaml", "ratelimits.yaml")
 
     risk: RiskConfig
+    worker: WorkerConfig = WorkerConfig()
     latency: LatencyConfig
     ratelimit: RateLimitConfig

@@ -1,0 +1,169 @@
+"""The executor against the real simulator, ratelimit service and Redis; the simulator's own order counts are the
+referee of "nothing done twice"."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from devtools.stack import Stack
+from shared.settings import DEV_API_TOKEN
+from tests.conftest import StackFactory
+
+pytestmark = pytest.mark.integration
+
+AUTH = {"Authorization": f"Bearer {DEV_API_TOKEN}"}
+ENV = {"WORKER__CLAIM_IDLE_S": "1", "RISK__MAX_OPEN_POSITIONS": "20"}
+
+
+def proposal(product_id: str = "BTC-USD", side: str = "BUY", **fields: Any) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "proposal_id": str(uuid.uuid4()),
+        "product_id": product_id,
+        "side": side,
+        "conviction": 0.5,
+        "components": {"strength": 0.5},
+        "quote_size": "25",
+        "stop_loss_pct": 50,
+        "take_profit_pct": 50,
+        "time_stop_s": 3600,
+        "created_at": now.isoformat(),
+        "expires_at": (now + timedelta(seconds=120)).isoformat(),
+    } | fields
+
+
+def orders_placed(stack: Stack) -> int:
+    stats = httpx.get(f"{stack.url('exchange_sim')}/sim/stats").json()
+    return sum(count for result, count in stats["orders"].items() if result != "repeated")
+
+
+def settle(url: str, proposal_id: str, timeout_s: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        outcome = httpx.get(f"{url}/v1/proposals/{proposal_id}").json()
+        if outcome["status"] not in ("pending", "ordered"):
+            return outcome
+        assert time.monotonic() < deadline, f"proposal still {outcome['status']}"
+        time.sleep(0.05)
+
+
+def post(url: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{url}/v1/proposals", json=body, headers=AUTH)
+
+
+@pytest.fixture
+def stack(redis_url: str, start_stack: StackFactory) -> Stack:
+    return start_stack(redis_url, names=["ratelimit", "exchange_sim", "executor"], extra_env=ENV)
+
+
+async def test_the_same_proposal_five_times_at_once_makes_one_order(stack: Stack) -> None:
+    url = stack.url("executor")
+    body = proposal()
+    async with httpx.AsyncClient(headers=AUTH) as http:
+        answers = await asyncio.gather(*(http.post(f"{url}/v1/proposals", json=body) for _ in range(5)))
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 200, 202]
+    outcome = settle(url, body["proposal_id"])
+    assert outcome["status"] == "filled" and outcome["order_id"]
+    assert post(url, body).json()["order_id"] == outcome["order_id"]  # again: the first outcome
+    assert orders_placed(stack) == 1
+    assert len(httpx.get(f"{url}/v1/trades").json()) == 1
+
+
+def test_eleven_proposals_in_an_hour_make_ten_orders_and_one_rejection(stack: Stack) -> None:
+    url = stack.url("executor")
+    bodies = [proposal() for _ in range(11)]
+    for body in bodies:
+        assert post(url, body).status_code == 202
+    outcomes = [settle(url, body["proposal_id"]) for body in bodies]
+    assert [o["status"] for o in outcomes] == ["filled"] * 10 + ["rejected"]
+    assert outcomes[-1]["reason"] == "max_trades_per_hour"
+    assert orders_placed(stack) == 10
+    metrics = httpx.get(f"{url}/metrics").text
+    assert 'trader_proposals_rejected_total{reason="max_trades_per_hour"} 1.0' in metrics
+    assert "trader_trades_per_hour 10.0" in metrics
+    # right after a restart the figure comes from the ledger
+    stack.stop()
+    stack.start(["ratelimit", "exchange_sim", "executor"])
+    stack.wait_ready()
+    assert "trader_trades_per_hour 10.0" in httpx.get(f"{url}/metrics").text
+
+
+def test_killed_after_placing_and_before_recording_the_order_is_found_not_placed_again(stack: Stack) -> None:
+    url, sim = stack.url("executor"), stack.url("exchange_sim")
+    body = proposal()
+    httpx.post(f"{sim}/sim/faults", json={"latency_ms": 1500}, headers=AUTH)
+    try:
+        assert post(url, body).status_code == 202
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/v1/proposals/{body['proposal_id']}").json()["status"] != "ordered":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        while orders_placed(stack) == 0:  # placed; the executor now waits 1.5 s to read it back
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        stack.processes["executor"].send_signal(signal.SIGKILL)
+        stack.processes["executor"].wait()
+    finally:
+        httpx.post(f"{sim}/sim/faults", json={}, headers=AUTH)
+    assert orders_placed(stack) == 1  # placed, never recorded by the dead process
+    stack.start(["executor"])
+    stack.wait_ready()
+    outcome = settle(url, body["proposal_id"])
+    print(
+        f"\nafter SIGKILL and restart: outcome {outcome['status']}, orders on the simulator {orders_placed(stack)}"
+    )
+    assert outcome["status"] == "filled"
+    assert orders_placed(stack) == 1
+    assert len(httpx.get(f"{url}/v1/trades").json()) == 1
+
+
+def test_positions_exit_at_their_stop_loss_and_take_profit(stack: Stack) -> None:
+    url = stack.url("executor")
+    tight = proposal(stop_loss_pct=0.0001, take_profit_pct=0.0001)  # any move of the bid reaches one of them
+    assert post(url, tight).status_code == 202
+    assert settle(url, tight["proposal_id"])["status"] in ("filled", "exited")
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{url}/v1/proposals/{tight['proposal_id']}").json()["status"] != "exited":
+        assert time.monotonic() < deadline, "the position was not exited"
+        time.sleep(0.1)
+    trades = httpx.get(f"{url}/v1/trades").json()
+    exit_trade = next(t for t in trades if t["side"] == "SELL")
+    assert exit_trade["exit_reason"] in ("stop_loss", "take_profit") and exit_trade["realized_quote"] is not None
+    assert httpx.get(f"{url}/v1/positions").json() == []
+    pnl = httpx.get(f"{url}/v1/pnl").json()
+    assert pnl["closed_trades"] == 1 and pnl["open_positions"] == 0
+    again = proposal()
+    post(url, again)
+    assert settle(url, again["proposal_id"])["reason"] == "cooldown"  # the product rests after its exit
+
+
+def test_halt_and_resume_and_bad_proposals(stack: Stack) -> None:
+    url = stack.url("executor")
+    assert httpx.post(f"{url}/v1/halt", headers=AUTH).json() == {"halted": True}
+    halted = proposal()
+    post(url, halted)
+    assert settle(url, halted["proposal_id"])["reason"] == "halted"
+    assert "trader_halted 1.0" in httpx.get(f"{url}/metrics").text
+    httpx.post(f"{url}/v1/resume", headers=AUTH)
+    resumed = proposal()
+    post(url, resumed)
+    assert settle(url, resumed["proposal_id"])["status"] == "filled"
+    sell = proposal("ETH-USD", side="SELL")
+    post(url, sell)
+    assert settle(url, sell["proposal_id"])["reason"] == "no_position"
+    expired = proposal(expires_at=(datetime.now(UTC) + timedelta(milliseconds=1)).isoformat())
+    time.sleep(0.05)
+    post(url, expired)
+    assert settle(url, expired["proposal_id"])["reason"] == "expired"
+    bad = proposal(conviction=1.5)
+    refused = post(url, bad)
+    assert refused.status_code == 422 and refused.json()["details"]["fields"][0]["field"] == "conviction"
+    assert httpx.get(f"{url}/v1/proposals/{bad['proposal_id']}").status_code == 404  # nothing stored
