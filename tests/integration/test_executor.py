@@ -117,9 +117,7 @@ def test_killed_after_placing_and_before_recording_the_order_is_found_not_placed
     stack.start(["executor"])
     stack.wait_ready()
     outcome = settle(url, body["proposal_id"])
-    print(
-        f"\nafter SIGKILL and restart: outcome {outcome['status']}, orders on the simulator {orders_placed(stack)}"
-    )
+    print(f"\nafter SIGKILL and restart: outcome {outcome['status']}, orders on the simulator {orders_placed(stack)}")
     assert outcome["status"] == "filled"
     assert orders_placed(stack) == 1
     assert len(httpx.get(f"{url}/v1/trades").json()) == 1

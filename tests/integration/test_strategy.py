@@ -203,3 +203,43 @@ def test_evaluate_takes_candles_and_returns_triggers_without_side_effects(stack:
     assert [row["threshold"] for row in sweep["proposals_by_threshold"]] == [0, 0.6]
     tiny = httpx.get(f"{url}/v1/threshold-sweep", params={"from": 0, "to": 1, "step": 5e-324})
     assert tiny.status_code == 422
+
+
+def test_a_proposal_becomes_an_order_on_the_simulator(redis_url: str, start_stack: StackFactory) -> None:
+    env = FAST | {"UNIVERSE__MAX_PRODUCTS": "40", "STRATEGY__MIN_CONVICTION_TO_PROPOSE": "0"}
+    stack = start_stack(
+        redis_url, names=["ratelimit", "exchange_sim", "universe", "executor", "strategy"], extra_env=env
+    )
+    strategy, executor = stack.url("strategy"), stack.url("executor")
+    deadline = time.monotonic() + 45
+    proposals: list[dict[str, Any]] = []
+    while not proposals:
+        assert time.monotonic() < deadline, "the strategy proposed nothing"
+        proposals = httpx.get(f"{strategy}/v1/proposals?cycles=10").json()["recent"]
+        if not proposals:
+            time.sleep(1)
+            cycle(strategy)
+    outcomes = []
+    for sent in proposals:
+        wait_for(
+            lambda sent=sent: (
+                httpx.get(f"{executor}/v1/proposals/{sent['proposal_id']}").status_code == 200
+                and httpx.get(f"{executor}/v1/proposals/{sent['proposal_id']}").json()["status"]
+                not in ("pending", "ordered")
+            ),
+            30,
+            "the executor did not settle the strategy's proposal",
+        )
+        outcomes.append(httpx.get(f"{executor}/v1/proposals/{sent['proposal_id']}").json())
+    print(f"\n{len(proposals)} proposals: {[(o['status'], o['reason']) for o in outcomes]}")
+    filled = [o for o in outcomes if o["status"] == "filled"]
+    buys = [p for p in proposals if p["side"] == "BUY"]
+    assert filled or not buys, outcomes  # every buy the risk rules let through became an order
+    assert all(o["status"] in ("filled", "rejected") for o in outcomes)
+    assert all(
+        o["reason"] == "no_position"
+        for o in outcomes
+        if o["status"] == "rejected" and o["reason"] != "max_open_positions"
+    )
+    stats = httpx.get(f"{stack.url('exchange_sim')}/sim/stats").json()
+    assert sum(stats["orders"].values()) == len(filled)
