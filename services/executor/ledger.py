@@ -182,10 +182,21 @@ class Ledger:
         return bool(await self.redis.exists(self.halted_key))
 
     async def set_halted(self, halted: bool, reason: str = "") -> None:
+        """Halt, or resume: a resume also lets trading go on past today's loss limit, until the next UTC day."""
         if halted:
             await self.redis.set(self.halted_key, reason or "halted")
-        else:
-            await self.redis.delete(self.halted_key)
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(self.halted_key)
+        pipe.set(self.keys.key("resumed_day"), str(self.today()))
+        await pipe.execute()
+
+    async def resumed_today(self) -> bool:
+        return await self.redis.get(self.keys.key("resumed_day")) == str(self.today()).encode()
+
+    def today(self) -> int:
+        """The current UTC day, as days since the epoch."""
+        return int(self.clock() // 86_400)
 
     @staticmethod
     def _outcome(proposal_id: str, raw: dict[bytes, bytes]) -> Outcome:

@@ -217,7 +217,7 @@ class Executor:
     async def book(self) -> Book:
         positions = await self.ledger.positions()
         accounts = await self.exchange.accounts()
-        today = self.clock() - self.clock() % 86_400
+        today = self.ledger.today() * 86_400
         realized = sum(
             (t.realized_quote for t in await self.ledger.trades(since=today) if t.realized_quote is not None),
             Decimal(0),
@@ -230,6 +230,7 @@ class Executor:
             last_exit_at=await self.ledger.last_exits(),
             available={a.currency: a.available_balance.value for a in accounts.accounts},
             realized_today_quote=realized,
+            loss_resumed_today=await self.ledger.resumed_today(),
         )
 
     def _bought(self, proposal: Proposal, order: Order) -> tuple[Trade, Position]:
@@ -269,9 +270,20 @@ async def watch_positions(executor: Executor, *, interval_s: float) -> None:
     while True:
         try:
             positions = await executor.ledger.positions()
-            if positions:
+            if not positions:
+                executor.metrics.unrealized.set(0)
+            else:
                 books = {b.product_id: b for b in await executor.exchange.best_bid_ask(list(positions))}
                 now = executor.clock()
+                executor.metrics.unrealized.set(
+                    float(
+                        sum(
+                            (p.base_size * books[pid].bids[0].price - p.cost_quote)
+                            for pid, p in positions.items()
+                            if pid in books and books[pid].bids
+                        )
+                    )
+                )
                 for product_id, position in positions.items():
                     book = books.get(product_id)
                     if book is None or not book.bids:

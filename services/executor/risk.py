@@ -48,6 +48,7 @@ class Book:
     last_exit_at: dict[str, float] = field(default_factory=dict)
     available: dict[str, Decimal] = field(default_factory=dict)  # spendable balance, by currency
     realized_today_quote: Decimal = ZERO
+    loss_resumed_today: bool = False  # a resume after today's loss limit lets trading go on until tomorrow
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +67,7 @@ class Rejected:
 
 def daily_loss_reached(book: Book, config: RiskConfig) -> bool:
     """Realised losses today at or past the daily limit: trading halts until the next UTC day or a resume."""
-    return -book.realized_today_quote >= Decimal(str(config.max_daily_loss_quote))
+    return not book.loss_resumed_today and -book.realized_today_quote >= Decimal(str(config.max_daily_loss_quote))
 
 
 def sized(proposal: Proposal, config: RiskConfig) -> Decimal:

@@ -29,6 +29,8 @@ from shared.exchange.metrics import ExchangeMetrics
 from shared.exchange.models import (
     AccountsPage,
     BestBidAsk,
+    CancelResult,
+    CancelResults,
     Candle,
     CandlesPage,
     CreateOrderRequest,
@@ -60,6 +62,7 @@ Params = list[tuple[str, str]]
 PREFIX = "/api/v3/brokerage"
 # Coinbase documents 350 candles per request, but some callers saw exactly 350 refused.
 CANDLES_PER_REQUEST = 349
+MAX_CANCELS = 100
 # Penalty reported to the ratelimit service when a 429 comes without any hint of how long to wait.
 DEFAULT_PENALTY_S = 1.0
 # Transport failures that happen before a byte of the request left: the exchange cannot have acted on them.
@@ -176,6 +179,13 @@ class ExchangeClient:
         if not response.success:
             raise order_refusal(client_order_id, response)
         return response
+
+    async def cancel_orders(self, order_ids: Sequence[str]) -> list[CancelResult]:
+        """Cancel open orders (at most 100 a call); each result says whether it was cancelled, or why not."""
+        if not 0 < len(order_ids) <= MAX_CANCELS:
+            raise InvalidRequest(f"cancel_orders takes 1 to {MAX_CANCELS} order ids, got {len(order_ids)}")
+        body = orjson.dumps({"order_ids": list(order_ids)})
+        return (await self._call("cancel_orders", CancelResults, "POST", "/orders/batch_cancel", body=body)).results
 
     async def get_order(self, order_id: str) -> Order:
         """One order by the exchange's order id."""

@@ -262,6 +262,16 @@ class OrderEnvelope(Body):
     order: Order
 
 
+class CancelResult(Body):
+    success: bool
+    failure_reason: str | None = None
+    order_id: str
+
+
+class CancelResults(Body):
+    results: list[CancelResult]
+
+
 class OrdersPage(Body):
     orders: list[Order]
     has_next: bool = False

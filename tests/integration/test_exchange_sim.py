@@ -402,3 +402,22 @@ def test_fault_settings_out_of_range_are_422_naming_the_field(stack: Stack) -> N
         "message": "Input should be less than or equal to 60000",
         "value": str(2**70),
     }
+
+
+async def test_the_client_cancels_a_resting_order(client: ExchangeClient) -> None:
+    book = (await client.best_bid_ask(["BTC-USD"]))[0]
+    far_below = (book.bids[0].price * Decimal("0.5")).quantize(Decimal("0.01"))
+    resting = await client.create_order(
+        client_order_id=str(uuid.uuid4()),
+        product_id="BTC-USD",
+        side="BUY",
+        configuration=OrderConfiguration(
+            limit_limit_gtc=LimitGtc(base_size=Decimal("0.001"), limit_price=far_below, post_only=True)
+        ),
+    )
+    assert resting.success_response is not None
+    order_id = resting.success_response.order_id
+    assert [(r.order_id, r.success) for r in await client.cancel_orders([order_id])] == [(order_id, True)]
+    assert (await client.get_order(order_id)).status == "CANCELLED"
+    again = await client.cancel_orders([order_id])
+    assert not again[0].success and again[0].failure_reason == "DUPLICATE_CANCEL_REQUEST"

@@ -156,3 +156,9 @@ def test_the_daily_loss_limit_halts_at_its_boundary() -> None:
     assert reason(check(proposal(), replace(BOOK, realized_today_quote=Decimal("-99.99")))) == "approved"
     assert reason(check(proposal(), replace(BOOK, realized_today_quote=Decimal(-100)))) == "halted"
     assert reason(check(proposal(), replace(BOOK, halted=True))) == "halted"
+
+
+def test_a_resume_lets_trading_go_on_past_todays_loss_limit() -> None:
+    lost = replace(BOOK, realized_today_quote=Decimal(-150))
+    assert reason(check(proposal(), lost)) == "halted"
+    assert reason(check(proposal(), replace(lost, loss_resumed_today=True))) == "approved"
