@@ -45,6 +45,7 @@ bench: venv
 	$(PY) -m bench.universe
 	$(PY) -m bench.strategy
 	$(PY) -m bench.strategy_calls
+	$(PY) -m bench.executor
 
 lint: venv
 	$(VENV)/bin/ruff check .

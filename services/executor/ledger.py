@@ -149,6 +149,10 @@ class Ledger:
     async def close_position(self, product_id: str, trade: Trade, outcome_of: str, status: Status) -> None:
         """The exit's trade, the position gone, the exit time for the cooldown and the outcome, together."""
         pipe = self.redis.pipeline(transaction=True)
+        if trade.realized_quote is not None:
+            day = self.keys.key("realized", str(int(trade.at // 86_400)))
+            pipe.incrbyfloat(day, float(trade.realized_quote))
+            pipe.expire(day, 3 * 86_400)
         pipe.delete(self.keys.key("position", product_id))
         pipe.srem(self.positions_key, product_id)
         pipe.hset(self.keys.key("last_exit"), product_id, repr(trade.at))
@@ -173,6 +177,11 @@ class Ledger:
     async def trades_last_hour(self) -> int:
         """Trades in the last 3600 s, from the ledger: right straight after a restart."""
         return int(await self.redis.zcount(self.trades_key, self.clock() - HOUR_S, "+inf"))
+
+    async def realized_today(self) -> Decimal:
+        """Realised PnL of today's (UTC) exits, kept as they happen."""
+        raw = await self.redis.get(self.keys.key("realized", str(self.today())))
+        return Decimal(raw.decode()) if raw else Decimal(0)
 
     async def last_exits(self) -> dict[str, float]:
         raw = await self.redis.hgetall(self.keys.key("last_exit"))

@@ -17,10 +17,10 @@ from services.executor.ledger import GROUP, Ledger, Position, Trade
 from services.executor.metrics import ExecutorMetrics
 from services.executor.risk import Approved, Book, Rejected, assess
 from services.executor.settings import ExecutorSettings
-from shared.errors import TraderError
+from shared.errors import RetryableError, TraderError
 from shared.exchange.client import ExchangeClient
 from shared.exchange.errors import ExchangeRejected, OrderOutcomeUnknown
-from shared.exchange.models import MarketIoc, Order, OrderConfiguration
+from shared.exchange.models import MarketIoc, Order, OrderConfiguration, Product
 from shared.proposal import Proposal
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ TERMINAL = {"FILLED", "CANCELLED", "EXPIRED", "FAILED"}
 FOLLOW_S = 30.0
 FOLLOW_EVERY_S = 0.1
 RESENDS = 3
+RETRIES = 3
+RETRY_AFTER_S = 0.5
+PRODUCT_TTL_S = 60.0
 
 
 def client_order_id(key: str) -> str:
@@ -57,6 +60,7 @@ class Executor:
         self.metrics = metrics
         self.consumer = consumer
         self.clock = clock
+        self._products: dict[str, tuple[float, Product | None]] = {}
 
     async def ensure_group(self) -> None:
         try:
@@ -94,20 +98,22 @@ class Executor:
         if outcome is None or proposal is None or outcome.status not in ("pending", "ordered"):
             await self.redis.xack(self.ledger.stream, GROUP, entry_id)
             return
-        try:
-            await self.process(proposal, resumed=outcome.status == "ordered", received_at=outcome.received_at)
-        except OrderOutcomeUnknown as exc:
-            log.warning("order of %s still unknown (%s); it stays pending for a retry", proposal_id, exc.message)
-            return
+        for attempt in range(1, RETRIES + 1):
+            try:
+                await self.process(proposal, resumed=outcome.status == "ordered", received_at=outcome.received_at)
+                break
+            except RetryableError as exc:  # no quota, the exchange down, an order's outcome unknown: again soon
+                if attempt == RETRIES:
+                    log.warning("proposal %s not done yet (%s); it stays pending for a retry", proposal_id, exc.message)
+                    return
+                await asyncio.sleep(RETRY_AFTER_S * attempt)
+                outcome = await self.ledger.outcome(proposal_id) or outcome
         await self.redis.xack(self.ledger.stream, GROUP, entry_id)
 
     async def process(self, proposal: Proposal, *, resumed: bool, received_at: float) -> None:
         pid = proposal.proposal_id
         book = await self.book()
-        try:
-            product = await self.exchange.get_product(proposal.product_id)
-        except ExchangeRejected:
-            product = None
+        product = await self.product(proposal.product_id)
         decision = assess(proposal, book=book, product=product, config=self.config, now=self.clock())
         if isinstance(decision, Rejected) and not resumed:
             self.metrics.rejected.labels(decision.reason).inc()
@@ -207,6 +213,18 @@ class Executor:
             return await self.follow(await self.exchange.get_order(created.success_response.order_id))
         return None
 
+    async def product(self, product_id: str) -> Product | None:
+        """The product's rules (status, flags, increments, minimums), fetched at most once a minute."""
+        cached = self._products.get(product_id)
+        if cached is not None and self.clock() - cached[0] < PRODUCT_TTL_S:
+            return cached[1]
+        try:
+            product: Product | None = await self.exchange.get_product(product_id)
+        except ExchangeRejected:
+            product = None
+        self._products[product_id] = (self.clock(), product)
+        return product
+
     async def follow(self, order: Order) -> Order:
         deadline = time.monotonic() + FOLLOW_S
         while order.status not in TERMINAL and time.monotonic() < deadline:
@@ -217,11 +235,6 @@ class Executor:
     async def book(self) -> Book:
         positions = await self.ledger.positions()
         accounts = await self.exchange.accounts()
-        today = self.ledger.today() * 86_400
-        realized = sum(
-            (t.realized_quote for t in await self.ledger.trades(since=today) if t.realized_quote is not None),
-            Decimal(0),
-        )
         return Book(
             halted=await self.ledger.halted(),
             trades_last_hour=await self.ledger.trades_last_hour(),
@@ -229,7 +242,7 @@ class Executor:
             positions_base={p: pos.base_size for p, pos in positions.items()},
             last_exit_at=await self.ledger.last_exits(),
             available={a.currency: a.available_balance.value for a in accounts.accounts},
-            realized_today_quote=realized,
+            realized_today_quote=await self.ledger.realized_today(),
             loss_resumed_today=await self.ledger.resumed_today(),
         )
 

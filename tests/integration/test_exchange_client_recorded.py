@@ -573,7 +573,7 @@ async def test_orders_fills_and_accounts_requests(
         ("get_order", "critical"): 1,
         ("list_orders", "normal"): 1,
         ("list_fills", "normal"): 1,
-        ("accounts", "background"): 1,
+        ("accounts", "critical"): 1,
     }
 
 
@@ -689,7 +689,7 @@ async def test_500_then_200_is_retried_after_a_jittered_pause(
     page = await client.accounts()
     assert page.accounts[0].currency == "BTC"
     assert len(fake_time.sleeps) == 1 and 0 <= fake_time.sleeps[0] <= 0.25
-    assert await ratelimit.granted() == {("accounts", "background"): 2}  # quota again for the retry
+    assert await ratelimit.granted() == {("accounts", "critical"): 2}  # quota again for the retry
 
 
 async def test_persistent_503_gives_up_after_the_bound(
