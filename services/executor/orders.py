@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -151,22 +152,11 @@ class Executor:
             self.metrics.orders.labels("SELL", (order.status if order else "none").lower()).inc()
             log.warning("exit of %s did not fill (%s)", position.product_id, order.status if order else "no order")
             return
-        price = order.average_filled_price or Decimal(0)
-        fees = order.total_fees or Decimal(0)
-        proceeds = order.filled_value or order.filled_size * price
-        trade = Trade(
-            trade_id=order.order_id,
-            product_id=position.product_id,
-            side="SELL",
-            base_size=order.filled_size,
-            price=price,
-            quote_value=proceeds,
-            fees_quote=fees,
-            at=self.clock(),
-            order_id=order.order_id,
-            proposal_id=position.proposal_id,
-            realized_quote=proceeds - fees - position.cost_quote,
-            exit_reason=reason,
+        sold = trade_of(
+            order, product_id=position.product_id, side="SELL", proposal_id=position.proposal_id, at=self.clock()
+        )
+        trade = sold.model_copy(
+            update={"realized_quote": sold.quote_value - sold.fees_quote - position.cost_quote, "exit_reason": reason}
         )
         await self.ledger.close_position(position.product_id, trade, outcome_of, status)  # type: ignore[arg-type]
         self.metrics.orders.labels("SELL", "filled").inc()
@@ -247,28 +237,14 @@ class Executor:
         )
 
     def _bought(self, proposal: Proposal, order: Order) -> tuple[Trade, Position]:
-        price = order.average_filled_price or Decimal(0)
-        fees = order.total_fees or Decimal(0)
-        value = order.filled_value or order.filled_size * price
         now = self.clock()
-        trade = Trade(
-            trade_id=order.order_id,
-            product_id=proposal.product_id,
-            side="BUY",
-            base_size=order.filled_size,
-            price=price,
-            quote_value=value,
-            fees_quote=fees,
-            at=now,
-            order_id=order.order_id,
-            proposal_id=proposal.proposal_id,
-        )
+        trade = trade_of(order, product_id=proposal.product_id, side="BUY", proposal_id=proposal.proposal_id, at=now)
         position = Position(
             product_id=proposal.product_id,
-            base_size=order.filled_size,
-            cost_quote=value + fees,
-            entry_price=price,
-            fees_quote=fees,
+            base_size=trade.base_size,
+            cost_quote=trade.quote_value + trade.fees_quote,
+            entry_price=trade.price,
+            fees_quote=trade.fees_quote,
             opened_at=now,
             proposal_id=proposal.proposal_id,
             stop_loss_pct=proposal.stop_loss_pct,
@@ -276,6 +252,23 @@ class Executor:
             time_stop_s=proposal.time_stop_s,
         )
         return trade, position
+
+
+def trade_of(order: Order, *, product_id: str, side: Literal["BUY", "SELL"], proposal_id: str, at: float) -> Trade:
+    """A filled order as a trade of the ledger: size, average price, value and fees."""
+    price = order.average_filled_price or Decimal(0)
+    return Trade(
+        trade_id=order.order_id,
+        product_id=product_id,
+        side=side,
+        base_size=order.filled_size,
+        price=price,
+        quote_value=order.filled_value or order.filled_size * price,
+        fees_quote=order.total_fees or Decimal(0),
+        at=at,
+        order_id=order.order_id,
+        proposal_id=proposal_id,
+    )
 
 
 async def watch_positions(executor: Executor, *, interval_s: float) -> None:
