@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from shared.proposal import Proposal
 from shared.redis import KeySpace
@@ -163,16 +164,25 @@ class Ledger:
         )
         await pipe.execute()
 
-    def _add_trade(self, pipe: object, trade: Trade) -> None:
-        pipe.set(self.keys.key("trade", trade.trade_id), trade.model_dump_json())  # type: ignore[attr-defined]
-        pipe.zadd(self.trades_key, {trade.trade_id: trade.at})  # type: ignore[attr-defined]
+    def _add_trade(self, pipe: Pipeline, trade: Trade) -> None:
+        """A hash per trade, and its id in a sorted set by time."""
+        fields = {k: str(v) for k, v in trade.model_dump(mode="json").items() if v is not None}
+        pipe.hset(self.keys.key("trade", trade.trade_id), mapping=fields)
+        pipe.zadd(self.trades_key, {trade.trade_id: trade.at})
 
     async def trades(self, *, since: float = 0, limit: int = 500) -> list[Trade]:
+        """The newest trades first, since a time."""
         ids = await self.redis.zrevrangebyscore(self.trades_key, "+inf", since, start=0, num=limit)
         if not ids:
             return []
-        raws = await self.redis.mget([self.keys.key("trade", i.decode()) for i in ids])
-        return [Trade.model_validate_json(raw) for raw in raws if raw]
+        pipe = self.redis.pipeline(transaction=False)
+        for trade_id in ids:
+            pipe.hgetall(self.keys.key("trade", trade_id.decode()))
+        return [
+            Trade.model_validate({k.decode(): v.decode() for k, v in raw.items()})
+            for raw in await pipe.execute()
+            if raw
+        ]
 
     async def trades_last_hour(self) -> int:
         """Trades in the last 3600 s, from the ledger: right straight after a restart."""
