@@ -102,3 +102,36 @@ def test_prometheus_scrapes_every_service(
         assert utilization and float(utilization[0]["value"][1]) > 0
     finally:
         stop_process(process)
+
+
+RULES = ROOT / "prometheus" / "rules"
+RULE_TESTS = ROOT / "tests" / "prometheus"
+
+
+def test_the_alert_rules_are_valid_and_each_fires_and_stays_quiet_in_its_own_unit_test() -> None:
+    rule_files = sorted(RULES.glob("*.yml"))
+    assert rule_files, "no rule files"
+    checked = subprocess.run(
+        [binary("promtool"), "check", "rules", *map(str, rule_files)], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run(
+        [binary("promtool"), "test", "rules", *map(str, sorted(RULE_TESTS.glob("*_test.yml")))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    alerts = {rule["alert"] for f in rule_files for g in yaml.safe_load(f.read_text())["groups"] for rule in g["rules"]}
+    exercised = {
+        case["alertname"]
+        for f in RULE_TESTS.glob("*_test.yml")
+        for test in yaml.safe_load(f.read_text())["tests"]
+        for case in test.get("alert_rule_test", [])
+    }
+    assert alerts == exercised, f"alerts without a unit test: {sorted(alerts - exercised)}"
+    for f in rule_files:
+        for group in yaml.safe_load(f.read_text())["groups"]:
+            for rule in group["rules"]:
+                assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+                assert "for" in rule and rule["annotations"]["summary"] and rule["annotations"]["description"]
