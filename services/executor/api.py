@@ -9,13 +9,12 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from services.executor.deps import ExecutorDep, SettingsDep
-from services.executor.ledger import Outcome, Position, Trade
+from services.executor.ledger import Outcome, Position, Trade, closed_summary, unrealized
 from services.executor.settings import LatencyConfig, RiskConfig
 from shared.errors import NotFound
 from shared.proposal import Proposal
 
 router = APIRouter(prefix="/v1", tags=["executor"])
-WIN_RATE_TRADES = 20
 
 
 @router.post(
@@ -58,23 +57,16 @@ async def get_pnl(executor: ExecutorDep) -> dict[str, Any]:
 
 async def pnl(executor: ExecutorDep) -> dict[str, Any]:
     trades = await executor.ledger.trades()
-    closed = [t for t in trades if t.realized_quote is not None]
-    recent = closed[:WIN_RATE_TRADES]
+    closed = closed_summary(trades)
     positions = await executor.ledger.positions()
-    unrealized = Decimal(0)
-    if positions:
-        books = {b.product_id: b for b in await executor.exchange.best_bid_ask(list(positions))}
-        for product_id, position in positions.items():
-            book = books.get(product_id)
-            if book is not None and book.bids:
-                unrealized += position.base_size * book.bids[0].price - position.cost_quote
+    books = {b.product_id: b for b in await executor.exchange.best_bid_ask(list(positions))} if positions else {}
     return {
-        "realized": str(sum((t.realized_quote or Decimal(0) for t in closed), Decimal(0))),
-        "unrealized": str(unrealized),
+        "realized": str(closed.realized),
+        "unrealized": str(unrealized(positions, books)),
         "fees": str(sum((t.fees_quote for t in trades), Decimal(0))),
-        "closed_trades": len(closed),
-        "win_rate": (sum(1 for t in recent if (t.realized_quote or 0) > 0) / len(recent)) if recent else 0.0,
-        "win_rate_over": len(recent),
+        "closed_trades": closed.count,
+        "win_rate": closed.win_rate,
+        "win_rate_over": closed.win_rate_over,
         "open_positions": len(positions),
     }
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+from shared.exchange.models import PriceBook
 from shared.proposal import Proposal
 from shared.redis import KeySpace
 
@@ -72,6 +73,43 @@ class Trade(BaseModel):
     proposal_id: str
     realized_quote: Decimal | None = None  # on an exit: proceeds less cost and fees
     exit_reason: str | None = None
+
+
+# The win rate is over this many of the last closed trades (the strategy's dynamic conviction reads it).
+WIN_RATE_TRADES = 20
+
+
+class Closed(BaseModel):
+    """What the closed trades add up to."""
+
+    realized: Decimal
+    count: int
+    win_rate: float
+    win_rate_over: int
+
+
+def closed_summary(trades: list[Trade]) -> Closed:
+    """Realised PnL of the closed trades (newest first), and the winning share of the last WIN_RATE_TRADES."""
+    closed = [t.realized_quote for t in trades if t.realized_quote is not None]
+    recent = closed[:WIN_RATE_TRADES]
+    return Closed(
+        realized=sum(closed, Decimal(0)),
+        count=len(closed),
+        win_rate=sum(1 for r in recent if r > 0) / len(recent) if recent else 0.0,
+        win_rate_over=len(recent),
+    )
+
+
+def unrealized(positions: dict[str, Position], books: dict[str, PriceBook]) -> Decimal:
+    """Open positions at their best bid, less what they cost (positions without a bid count nothing)."""
+    return sum(
+        (
+            p.base_size * books[pid].bids[0].price - p.cost_quote
+            for pid, p in positions.items()
+            if books.get(pid) and books[pid].bids
+        ),
+        Decimal(0),
+    )
 
 
 class Ledger:

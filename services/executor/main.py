@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from services.executor.api import router
-from services.executor.ledger import Ledger
+from services.executor.ledger import Ledger, closed_summary
 from services.executor.metrics import ExecutorMetrics
 from services.executor.orders import Executor, watch_positions
 from services.executor.settings import ExecutorSettings
@@ -62,11 +62,9 @@ def create_app(settings: ExecutorSettings | None = None, registry: CollectorRegi
         positions = await ledger.positions()
         metrics.open_positions.set(len(positions))
         metrics.halted.set(1 if await ledger.halted() else 0)
-        trades = await ledger.trades()
-        closed = [t for t in trades if t.realized_quote is not None]
-        metrics.realized.set(float(sum(t.realized_quote or 0 for t in closed)))
-        recent = closed[:20]
-        metrics.win_rate.set(sum(1 for t in recent if (t.realized_quote or 0) > 0) / len(recent) if recent else 0)
+        closed = closed_summary(await ledger.trades())
+        metrics.realized.set(float(closed.realized))
+        metrics.win_rate.set(closed.win_rate)
 
     return build_app(
         settings,

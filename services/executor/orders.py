@@ -14,7 +14,7 @@ from typing import Literal
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from services.executor.ledger import GROUP, Ledger, Position, Trade
+from services.executor.ledger import GROUP, Ledger, Position, Trade, unrealized
 from services.executor.metrics import ExecutorMetrics
 from services.executor.risk import Approved, Book, Rejected, assess
 from services.executor.settings import ExecutorSettings
@@ -281,15 +281,7 @@ async def watch_positions(executor: Executor, *, interval_s: float) -> None:
             else:
                 books = {b.product_id: b for b in await executor.exchange.best_bid_ask(list(positions))}
                 now = executor.clock()
-                executor.metrics.unrealized.set(
-                    float(
-                        sum(
-                            (p.base_size * books[pid].bids[0].price - p.cost_quote)
-                            for pid, p in positions.items()
-                            if pid in books and books[pid].bids
-                        )
-                    )
-                )
+                executor.metrics.unrealized.set(float(unrealized(positions, books)))
                 for product_id, position in positions.items():
                     book = books.get(product_id)
                     if book is None or not book.bids:

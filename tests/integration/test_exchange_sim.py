@@ -105,6 +105,22 @@ def market_buy(product_id: str, quote: str) -> dict[str, object]:
     }
 
 
+async def rest_far_below(client: ExchangeClient, product_id: str, size: Decimal) -> str:
+    """A post-only limit buy at half the bid: it rests with a hold. Its order id."""
+    book = (await client.best_bid_ask([product_id]))[0]
+    far_below = (book.bids[0].price * Decimal("0.5")).quantize(Decimal("0.01"))
+    resting = await client.create_order(
+        client_order_id=str(uuid.uuid4()),
+        product_id=product_id,
+        side="BUY",
+        configuration=OrderConfiguration(
+            limit_limit_gtc=LimitGtc(base_size=size, limit_price=far_below, post_only=True)
+        ),
+    )
+    assert resting.success_response is not None
+    return resting.success_response.order_id
+
+
 async def test_market_data_calls(client: ExchangeClient) -> None:
     page = await client.list_products()
     assert page.num_products >= 250
@@ -154,18 +170,7 @@ async def test_orders_fills_and_balances(client: ExchangeClient) -> None:
     assert fills[0].size_in_quote and fills[0].size == fills[0].quote_value == placed.filled_value
     assert after["BTC"] - before.get("BTC", Decimal(0)) == fills[0].base_size == placed.filled_size
 
-    book = (await client.best_bid_ask(["ETH-USD"]))[0]
-    far_below = (book.bids[0].price * Decimal("0.5")).quantize(Decimal("0.01"))
-    resting = await client.create_order(
-        client_order_id=str(uuid.uuid4()),
-        product_id="ETH-USD",
-        side="BUY",
-        configuration=OrderConfiguration(
-            limit_limit_gtc=LimitGtc(base_size=Decimal("0.01"), limit_price=far_below, post_only=True)
-        ),
-    )
-    assert resting.success_response is not None
-    rest = await client.get_order(resting.success_response.order_id)
+    rest = await client.get_order(await rest_far_below(client, "ETH-USD", Decimal("0.01")))
     assert rest.status == "OPEN"
     held = {a.currency: a.hold.value for a in (await client.accounts()).accounts if a.hold is not None}
     assert held["USD"] > 0
@@ -405,18 +410,7 @@ def test_fault_settings_out_of_range_are_422_naming_the_field(stack: Stack) -> N
 
 
 async def test_the_client_cancels_a_resting_order(client: ExchangeClient) -> None:
-    book = (await client.best_bid_ask(["BTC-USD"]))[0]
-    far_below = (book.bids[0].price * Decimal("0.5")).quantize(Decimal("0.01"))
-    resting = await client.create_order(
-        client_order_id=str(uuid.uuid4()),
-        product_id="BTC-USD",
-        side="BUY",
-        configuration=OrderConfiguration(
-            limit_limit_gtc=LimitGtc(base_size=Decimal("0.001"), limit_price=far_below, post_only=True)
-        ),
-    )
-    assert resting.success_response is not None
-    order_id = resting.success_response.order_id
+    order_id = await rest_far_below(client, "BTC-USD", Decimal("0.001"))
     assert [(r.order_id, r.success) for r in await client.cancel_orders([order_id])] == [(order_id, True)]
     assert (await client.get_order(order_id)).status == "CANCELLED"
     again = await client.cancel_orders([order_id])
