@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.executor.risk import Reason
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -39,3 +43,5 @@ class ExecutorMetrics:
         self.halted = Gauge("trader_halted", "1 while trading is halted", registry=registry)
         for side in ("BUY", "SELL"):
             self.trades.labels(side)
+        for reason in get_args(Reason):
+            self.rejected.labels(reason)

@@ -26,7 +26,7 @@ from shared.settings import load_settings
 def create_app(settings: StrategySettings | None = None, registry: CollectorRegistry | None = None) -> FastAPI:
     settings = settings or load_settings(StrategySettings)
     registry = registry if registry is not None else CollectorRegistry()
-    metrics = StrategyMetrics(registry)
+    metrics = StrategyMetrics(registry, settings.latency.stage_budgets)
     key = api_key(settings)
     interval = settings.strategy.cycle_interval_s
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.strategy.signals import SIGNALS
+from shared.settings import StageBudgets
 
 CONVICTION_BUCKETS = (0.1, 0.2, 0.25, 0.28, 0.3, 0.34, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 STAGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -12,7 +13,7 @@ STAGES = ("universe_build", "market_data", "signals", "execution")
 
 
 class StrategyMetrics:
-    def __init__(self, registry: CollectorRegistry):
+    def __init__(self, registry: CollectorRegistry, budgets: StageBudgets):
         self.triggers_detected = Gauge(
             "trader_triggers_detected", "Triggers detected in the last cycle", registry=registry
         )
@@ -67,8 +68,16 @@ class StrategyMetrics:
             "Proposals that expired before the executor accepted them",
             registry=registry,
         )
+        self.stage_budget = Gauge(
+            "trader_cycle_stage_budget_seconds",
+            "Seconds each cycle stage may take (latency.stage_budgets.*), to draw beside trader_cycle_stage_seconds",
+            ["stage"],
+            registry=registry,
+        )
         self.leader = Gauge("trader_strategy_leader", "1 while this replica runs the cycles", registry=registry)
         for signal in SIGNALS:
             self.triggers.labels(signal)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
+            self.stage_over_budget.labels(stage)
+            self.stage_budget.labels(stage).set(getattr(budgets, stage))
