@@ -56,6 +56,8 @@ APP_DEPENDS_ON = {
     "strategy": {"redis", "ratelimit", "universe", "executor", "exchange_sim"},
 }
 ENV_LINE = re.compile(r"^\s*#?\s*([A-Z][A-Z0-9_]*)=")
+# Variables compose itself reads, not the services.
+COMPOSE_ONLY_ENV = {"GRAFANA_ADMIN_PASSWORD"}
 
 
 def find_tool(name: str) -> str:
@@ -98,8 +100,24 @@ def test_compose_has_every_service(compose: dict[str, Any]) -> None:
     assert not missing, f"services missing from docker-compose.yml: {sorted(missing)}"
 
 
+def one_shot_jobs(compose: dict[str, Any]) -> set[str]:
+    """Services others wait on to finish (setup steps), rather than to be healthy."""
+    return {
+        dependency
+        for service in compose["services"].values()
+        for dependency, spec in service.get("depends_on", {}).items()
+        if spec.get("condition") == "service_completed_successfully"
+    }
+
+
 def test_every_service_has_a_healthcheck_and_restarts(compose: dict[str, Any]) -> None:
+    jobs = one_shot_jobs(compose)
+    assert jobs == {"grafana-password"}
+    for name in jobs:
+        assert compose["services"][name].get("restart") == "no", f"{name} is a one-shot job and must not restart"
     for name, service in compose["services"].items():
+        if name in jobs:
+            continue
         check = service.get("healthcheck") or {}
         assert check.get("test") and not check.get("disable"), f"{name} has no healthcheck"
         assert service.get("restart") == "unless-stopped", f"{name}: restart is {service.get('restart')!r}"
@@ -143,7 +161,8 @@ def test_app_services_run_the_procfile_command_from_the_one_dockerfile(compose: 
 def test_depends_on_waits_for_healthy(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         for dependency, spec in service.get("depends_on", {}).items():
-            assert spec.get("condition") == "service_healthy", f"{name} -> {dependency}: {spec}"
+            expected = "service_completed_successfully" if dependency in one_shot_jobs(compose) else "service_healthy"
+            assert spec.get("condition") == expected, f"{name} -> {dependency}: {spec}"
     for name, expected in APP_DEPENDS_ON.items():
         assert set(compose["services"][name].get("depends_on", {})) == expected, name
     assert set(compose["services"]["prometheus"].get("depends_on", {})) >= set(APP_PORTS)
@@ -210,7 +229,11 @@ def test_env_example_names_only_variables_the_settings_read() -> None:
     nested = {n for n in names if "__" in n}
     assert nested, ".env.example shows no nested domain override"
     classes = _settings_classes()
-    unread = {n for n in names - contract if not any(_has_field_path(cls, n.lower().split("__")) for cls in classes)}
+    unread = {
+        n
+        for n in names - contract - COMPOSE_ONLY_ENV
+        if not any(_has_field_path(cls, n.lower().split("__")) for cls in classes)
+    }
     assert not unread, f".env.example names variables no service reads: {sorted(unread)}"
 
 
@@ -223,3 +246,43 @@ def test_env_example_documents_every_compose_variable() -> None:
 def test_services_listen_on_loopback_outside_containers_and_on_every_interface_inside() -> None:
     assert load_settings(RatelimitSettings).bind_host == "127.0.0.1"
     assert re.search(r"^\s*BIND_HOST=0\.0\.0\.0\b", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+
+
+def test_grafana_opens_the_overview_for_anonymous_viewers_and_never_has_the_default_password(
+    compose: dict[str, Any],
+) -> None:
+    grafana = compose["services"]["grafana"]
+    env = grafana.get("environment") or {}
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "true" and env["GF_AUTH_ANONYMOUS_ORG_ROLE"] == "Viewer"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env, "the admin password must come from the grafana-password job"
+    secret = env["GF_SECURITY_ADMIN_PASSWORD__FILE"]
+    mounts = {v["target"]: v for v in grafana.get("volumes", [])}
+    assert mounts[str(Path(secret).parent)]["source"] == "grafana-secret"
+    home = env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    dashboards = mounts["/var/lib/grafana/dashboards"]
+    assert Path(dashboards["source"]) == ROOT / "grafana" / "dashboards" and dashboards.get("read_only")
+    assert json.loads((ROOT / "grafana" / "dashboards" / Path(home).name).read_text())["title"] == "Trader overview"
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", grafana["image"]), "pin Grafana to an exact version"
+    assert compose["services"]["grafana-password"]["image"] == grafana["image"]
+
+
+def run_password_job(secret_dir: Path, password: str | None) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "SECRET_DIR": str(secret_dir), "GRAFANA_UID": str(os.getuid())}
+    if password is not None:
+        env["GRAFANA_ADMIN_PASSWORD"] = password
+    script = ROOT / "grafana" / "admin-password.sh"
+    return subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=10, check=False)
+
+
+def test_grafana_password_is_generated_once_and_kept_or_taken_from_the_environment(tmp_path: Path) -> None:
+    first = run_password_job(tmp_path, None)
+    assert first.returncode == 0, first.stderr
+    generated = (tmp_path / "admin_password").read_text()
+    assert len(generated) >= 20 and generated != "admin" and generated in first.stdout
+    again = run_password_job(tmp_path, None)
+    assert again.returncode == 0 and (tmp_path / "admin_password").read_text() == generated
+    assert generated not in again.stdout, "the password is printed only when it is generated"
+    chosen = run_password_job(tmp_path, "correct horse battery staple")
+    assert chosen.returncode == 0 and (tmp_path / "admin_password").read_text() == "correct horse battery staple"
+    refused = run_password_job(tmp_path, "admin")
+    assert refused.returncode == 1 and "GRAFANA_ADMIN_PASSWORD" in refused.stderr
