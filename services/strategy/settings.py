@@ -107,6 +107,10 @@ class StrategyConfig(BaseModel):
     profile: ProfileName = "day_trader"
     # When set, overrides the profile's threshold (the design note's 0.28).
     min_conviction_to_propose: float | None = Field(default=None, ge=0, le=1)
+    # When set, each overrides the profile's own exit.
+    stop_loss_pct: float | None = Field(default=None, gt=0, lt=100)
+    take_profit_pct: float | None = Field(default=None, gt=0, le=1000)
+    time_stop_s: int | None = Field(default=None, gt=0, le=30 * 86_400)
     cycle_interval_s: float = Field(default=60, gt=0, le=86_400)
     granularity: Granularity = Granularity.FIVE_MINUTE
     lookback: int = Field(default=300, ge=50, le=349)
@@ -122,7 +126,10 @@ class StrategyConfig(BaseModel):
 
     @property
     def profile_settings(self) -> Profile:
-        return PROFILES[self.profile]
+        """The profile with the exits this config overrides."""
+        exits = ("stop_loss_pct", "take_profit_pct", "time_stop_s")
+        overrides = {name: value for name in exits if (value := getattr(self, name)) is not None}
+        return PROFILES[self.profile].model_copy(update=overrides)
 
     @property
     def threshold(self) -> float:

@@ -114,6 +114,14 @@ def test_one_proposal_per_product_on_its_best_side_with_every_component_kept() -
     assert tied == []  # a buy and a sell as sure as each other: neither
 
 
+def test_a_proposal_carries_the_profiles_exits_unless_the_config_overrides_one() -> None:
+    [plain] = propose([trigger(0.5)], threshold=0.28, config=CONFIG, cycle_id="c9", now=NOW)
+    assert (plain.stop_loss_pct, plain.take_profit_pct, plain.time_stop_s) == (1.5, 3, 4 * 3600)
+    tuned = StrategyConfig(time_stop_s=30, take_profit_pct=1.2)
+    [made] = propose([trigger(0.5)], threshold=0.28, config=tuned, cycle_id="c9", now=NOW)
+    assert (made.stop_loss_pct, made.take_profit_pct, made.time_stop_s) == (1.5, 1.2, 30)
+
+
 def test_ratio_is_zero_without_triggers() -> None:
     assert ratio(0, 0) == 0.0 and ratio(4, 1) == 0.25
 
