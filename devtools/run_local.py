@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import socket
 import sys
 import threading
@@ -10,11 +12,13 @@ from urllib.parse import urlsplit
 
 from honcho.manager import Manager
 
+from devtools import prometheus_local
 from devtools.redis_server import RedisServer, redis_answers
 from devtools.stack import CONTRACT_PORTS, ROOT, process_environment, procfile_commands, stack_environment, wait_ready
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DOCS = {name: f"http://127.0.0.1:{port}" for name, port in CONTRACT_PORTS.items()}
+PROMETHEUS_URL = f"http://127.0.0.1:{prometheus_local.PORT}"
 
 
 def port_in_use(port: int) -> bool:
@@ -22,12 +26,14 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def url_table(redis_url: str) -> str:
+def url_table(redis_url: str, prometheus: bool) -> str:
     """The table printed once every service is ready."""
     rows = [("service", "url", "docs", "metrics")]
     for name, url in DOCS.items():
         rows.append((name, url, f"{url}/docs", f"{url}/metrics"))
     rows.append(("redis", redis_url, "", ""))
+    if prometheus:
+        rows.append(("prometheus", PROMETHEUS_URL, f"{PROMETHEUS_URL}/alerts", f"{PROMETHEUS_URL}/metrics"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -35,7 +41,9 @@ def url_table(redis_url: str) -> str:
 
 
 def main() -> int:
-    busy = [f"{name} ({port})" for name, port in CONTRACT_PORTS.items() if port_in_use(port)]
+    prometheus = shutil.which("prometheus")
+    ports = CONTRACT_PORTS | ({"prometheus": prometheus_local.PORT} if prometheus else {})
+    busy = [f"{name} ({port})" for name, port in ports.items() if port_in_use(port)]
     if busy:
         print(f"error: ports already in use: {', '.join(busy)}; stop what holds them first", file=sys.stderr)
         return 1
@@ -52,6 +60,13 @@ def main() -> int:
     manager = Manager()
     for name, command in procfile_commands().items():
         manager.add_process(name, command, env=process_environment(base, CONTRACT_PORTS[name]), cwd=str(ROOT))
+    if prometheus:
+        folder = ROOT / ".data" / "prometheus"
+        config = prometheus_local.write_config(CONTRACT_PORTS, folder)
+        line = prometheus_local.command(prometheus, config, folder / "tsdb", prometheus_local.PORT)
+        manager.add_process("prometheus", shlex.join(line), cwd=str(ROOT))
+    else:
+        print(prometheus_local.HOW_TO_GET)
 
     def announce() -> None:
         status = wait_ready(DOCS, timeout_s=90)
@@ -59,7 +74,8 @@ def main() -> int:
         if failing:
             print(f"\nnot ready after 90s: {', '.join(failing)} (see their log lines above)\n", flush=True)
         else:
-            print(f"\nall services ready\n\n{url_table(redis_url)}\n\nCtrl-C stops them.\n", flush=True)
+            table = url_table(redis_url, bool(prometheus))
+            print(f"\nall services ready\n\n{table}\n\nCtrl-C stops them.\n", flush=True)
 
     threading.Thread(target=announce, daemon=True).start()
     try:

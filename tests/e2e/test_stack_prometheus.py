@@ -5,17 +5,15 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import yaml
 
-from devtools.process import stop_process
+from devtools.prometheus_local import Prometheus
 from devtools.redis_server import free_port
-from devtools.stack import CONTRACT_PORTS, ROOT, Stack
+from devtools.stack import CONTRACT_PORTS, ROOT
 from shared.settings import DEV_API_TOKEN
 from tests.conftest import StackFactory
 
@@ -39,46 +37,11 @@ def test_committed_prometheus_config_is_valid() -> None:
     assert jobs == set(CONTRACT_PORTS)
 
 
-def local_config(stack: Stack) -> dict[str, Any]:
-    """The committed config with compose hostnames replaced by this stack's local ports, scraped every second."""
-    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
-    config["global"] |= {"scrape_interval": "1s", "evaluation_interval": "1s"}
-    config.pop("rule_files", None)
-    for job in config["scrape_configs"]:
-        job["static_configs"] = [{"targets": [f"127.0.0.1:{stack.ports[job['job_name']]}"]}]
-    return config
-
-
-@pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[tuple[Path, int]]:
-    port = free_port()
-    yield tmp_path / "prometheus.yml", port
-
-
-def query(base: str, promql: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{base}/api/v1/query", params={"query": promql}, timeout=5)
-    response.raise_for_status()
-    return response.json()["data"]["result"]
-
-
-def test_prometheus_scrapes_every_service(
-    redis_url: str, start_stack: StackFactory, prometheus: tuple[Path, int], tmp_path: Path
-) -> None:
+def test_prometheus_scrapes_every_service(redis_url: str, start_stack: StackFactory, tmp_path: Path) -> None:
     stack = start_stack(redis_url)
-    config_path, port = prometheus
-    config_path.write_text(yaml.safe_dump(local_config(stack)))
-    process = subprocess.Popen(
-        [
-            binary("prometheus"),
-            f"--config.file={config_path}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    prometheus = Prometheus(stack.ports, tmp_path / "prometheus", free_port(), interval="1s")
     try:
+        prometheus.wait_ready()
         grant = httpx.post(
             f"{stack.url('ratelimit')}/v1/acquire",
             json={"endpoint": "create_order", "max_wait_ms": 2000},  # the running stack draws on the pool too
@@ -88,20 +51,18 @@ def test_prometheus_scrapes_every_service(
         deadline = time.monotonic() + 60
         up: dict[str, str] = {}
         while time.monotonic() < deadline:
-            try:
-                up = {r["metric"]["job"]: r["value"][1] for r in query(base, "up")}
-            except httpx.HTTPError:
-                up = {}
+            up = {r["metric"]["job"]: r["value"][1] for r in prometheus.query("up")}
             if len(up) == len(CONTRACT_PORTS) and all(v == "1" for v in up.values()):
                 break
             time.sleep(0.5)
         assert up == dict.fromkeys(CONTRACT_PORTS, "1")
-        services = {r["metric"]["service"] for r in query(base, "trader_service_info")}
+        services = {r["metric"]["service"] for r in prometheus.query("trader_service_info")}
         assert services == set(CONTRACT_PORTS)
-        utilization = query(base, 'max(trader_rate_limiter_utilization_pct{endpoint="create_order"}) by (endpoint)')
+        query = 'max(trader_rate_limiter_utilization_pct{endpoint="create_order"}) by (endpoint)'
+        utilization = prometheus.query(query)
         assert utilization and float(utilization[0]["value"][1]) > 0
     finally:
-        stop_process(process)
+        prometheus.stop()
 
 
 RULES = ROOT / "prometheus" / "rules"
