@@ -10,6 +10,8 @@ import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 ALGORITHMS = ("ES256", "EdDSA")
+# `cdp` is what the official SDK writes; Coinbase still accepts the legacy `coinbase-cloud` that CCXT writes.
+ISSUERS = ("cdp", "coinbase-cloud")
 MAX_LIFETIME_S = 120
 CLOCK_SKEW_S = 5
 
@@ -82,11 +84,11 @@ def _claims(token: str, alg: str, public_key_pem: str | None) -> dict[str, Any]:
 def _check_claims(
     claims: dict[str, Any], *, header: dict[str, Any], method: str, host: str, path: str, now: float
 ) -> None:
-    for name in ("sub", "iss", "nbf", "exp", "uri"):
+    for name in ("sub", "iss", "nbf", "exp"):
         if name not in claims:
             raise JwtRejected(f"JWT has no {name!r} claim")
-    if claims["iss"] != "cdp":
-        raise JwtRejected(f"JWT iss must be 'cdp', got {claims['iss']!r}")
+    if claims["iss"] not in ISSUERS:
+        raise JwtRejected(f"JWT iss must be one of {ISSUERS}, got {claims['iss']!r}")
     if claims["sub"] != header["kid"]:
         raise JwtRejected("JWT sub must equal the kid header (the API key name)")
     nbf, exp = claims["nbf"], claims["exp"]
@@ -99,5 +101,27 @@ def _check_claims(
     if exp <= now - CLOCK_SKEW_S:
         raise JwtRejected("JWT has expired (exp in the past; a JWT lives 120 s, make one per request)")
     expected = f"{method} {host}{path}"
-    if claims["uri"] != expected:
-        raise JwtRejected(f"JWT uri {claims['uri']!r} does not match this request {expected!r}")
+    uris = _uris(claims)
+    if not any(_without_scheme(uri) == expected for uri in uris):
+        raise JwtRejected(f"JWT uri {uris[0] if len(uris) == 1 else uris!r} does not match this request {expected!r}")
+
+
+def _uris(claims: dict[str, Any]) -> list[Any]:
+    """The request(s) the JWT is for: `uri`, or the `uris` list Ed25519 keys sign."""
+    if "uri" in claims:
+        return [claims["uri"]]
+    uris = claims.get("uris")
+    if isinstance(uris, list) and uris:
+        return uris
+    raise JwtRejected("JWT has no 'uri' claim (nor a non-empty 'uris' list)")
+
+
+def _without_scheme(uri: Any) -> Any:
+    """`GET https://host/path` as `GET host/path`: clients that keep the base URL's scheme sign it so."""
+    if not isinstance(uri, str) or " " not in uri:
+        return uri
+    method, _, rest = uri.partition(" ")
+    for scheme in ("https://", "http://"):
+        if rest.startswith(scheme):
+            return f"{method} {rest[len(scheme) :]}"
+    return uri

@@ -17,8 +17,8 @@ from services.exchange_sim.matching import (
     OrderRejected,
     SimFill,
     SimOrder,
+    advance_resting,
     cancel,
-    fill_resting,
     parse_request,
     place,
 )
@@ -133,7 +133,7 @@ class SimExchange:
             return PlaceResult(order, None, False)
 
     async def match_resting(self) -> list[SimFill]:
-        """Fill the resting limit orders the market has reached."""
+        """Move the resting orders on with the market: fills, triggered stops, expiries."""
         if not self.open_orders and not self._reload:
             return []
         async with self.lock:
@@ -146,7 +146,7 @@ class SimExchange:
                 order = dataclasses.replace(resting)
                 product = self.products[order.product_id]
                 bid, ask = self.touch(product, now)
-                fill = fill_resting(
+                moved, fill = advance_resting(
                     account,
                     order,
                     product,
@@ -154,11 +154,13 @@ class SimExchange:
                     ask=ask,
                     now=now,
                     maker_pct=self.config.fees.maker_pct,
+                    taker_pct=self.config.fees.taker_pct,
                     trade_id=str(uuid.uuid4()),
                 )
+                if moved:
+                    changed.append(order)
                 if fill is not None:
                     fills.append(fill)
-                    changed.append(order)
             if changed:
                 await self._commit(account, changed, fills)
             return fills

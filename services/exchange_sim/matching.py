@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from decimal import ROUND_DOWN, ROUND_UP, Decimal, InvalidOperation
 from typing import Any, Literal
 
 from services.exchange_sim.catalog import ProductSpec
 
 Side = Literal["BUY", "SELL"]
+OrderType = Literal["MARKET", "LIMIT", "STOP_LIMIT"]
+TimeInForce = Literal["IOC", "GTC", "GTD", "FOK"]
+STOP_UP, STOP_DOWN = "STOP_DIRECTION_STOP_UP", "STOP_DIRECTION_STOP_DOWN"
+# The limit-priced order configurations: order type and time in force of each.
+LIMIT_CONFIGURATIONS: dict[str, tuple[OrderType, TimeInForce]] = {
+    "limit_limit_gtc": ("LIMIT", "GTC"),
+    "limit_limit_gtd": ("LIMIT", "GTD"),
+    "limit_limit_fok": ("LIMIT", "FOK"),
+    "sor_limit_ioc": ("LIMIT", "IOC"),
+    "stop_limit_stop_limit_gtc": ("STOP_LIMIT", "GTC"),
+    "stop_limit_stop_limit_gtd": ("STOP_LIMIT", "GTD"),
+}
 HUNDRED = Decimal(100)
 # Price impact of a market order: MAX_SLIPPAGE at a notional equal to the depth near the touch.
 MAX_SLIPPAGE = Decimal("0.05")
@@ -50,13 +63,18 @@ class SimOrder:
     client_order_id: str
     product_id: str
     side: Side
-    order_type: Literal["MARKET", "LIMIT"]
+    order_type: OrderType
     configuration: dict[str, Any]
     created_time: float
     base_size: Decimal | None = None
     quote_size: Decimal | None = None
     limit_price: Decimal | None = None
     post_only: bool = False
+    time_in_force: TimeInForce = "GTC"
+    end_time: float | None = None
+    stop_price: Decimal | None = None
+    stop_direction: str | None = None
+    triggered: bool = False
     status: str = "OPEN"
     filled_size: Decimal = Decimal(0)
     filled_value: Decimal = Decimal(0)
@@ -75,11 +93,13 @@ class SimOrder:
             "base_size",
             "quote_size",
             "limit_price",
+            "stop_price",
             "filled_size",
             "filled_value",
             "total_fees",
             "hold_amount",
         }
+        record = {"time_in_force": "IOC" if record.get("order_type") == "MARKET" else "GTC"} | record
         return cls(**{k: (Decimal(v) if k in decimals and v is not None else v) for k, v in record.items()})
 
 
@@ -108,12 +128,16 @@ class OrderRequest:
     client_order_id: str
     product_id: str
     side: Side
-    order_type: Literal["MARKET", "LIMIT"]
+    order_type: OrderType
     configuration: dict[str, Any]
     base_size: Decimal | None
     quote_size: Decimal | None
     limit_price: Decimal | None
     post_only: bool
+    time_in_force: TimeInForce = "IOC"
+    end_time: float | None = None
+    stop_price: Decimal | None = None
+    stop_direction: str | None = None
 
 
 def _decimal(config: dict[str, Any], key: str, where: str) -> Decimal | None:
@@ -156,15 +180,53 @@ def parse_request(body: Any) -> OrderRequest:
         if (base is None) == (quote is None):
             raise BadOrderRequest(f"{where} needs exactly one of base_size and quote_size")
         return OrderRequest(client_order_id, product_id, side, "MARKET", configuration, base, quote, None, False)
-    if kind == "limit_limit_gtc":
-        base, price = _decimal(config, "base_size", where), _decimal(config, "limit_price", where)
-        if base is None or price is None:
-            raise BadOrderRequest(f"{where} needs base_size and limit_price")
-        post_only = config.get("post_only", False)
-        if not isinstance(post_only, bool):
-            raise BadOrderRequest(f"{where}.post_only must be a boolean, got {post_only!r}")
-        return OrderRequest(client_order_id, product_id, side, "LIMIT", configuration, base, None, price, post_only)
-    raise OrderRejected("UNSUPPORTED_ORDER_CONFIGURATION", f"order configuration {kind!r} is not supported here")
+    if kind not in LIMIT_CONFIGURATIONS:
+        raise OrderRejected("UNSUPPORTED_ORDER_CONFIGURATION", f"order configuration {kind!r} is not supported here")
+    order_type, time_in_force = LIMIT_CONFIGURATIONS[kind]
+    base, price = _decimal(config, "base_size", where), _decimal(config, "limit_price", where)
+    if base is None or price is None:
+        raise BadOrderRequest(f"{where} needs base_size and limit_price")
+    post_only = config.get("post_only", False)
+    if not isinstance(post_only, bool):
+        raise BadOrderRequest(f"{where}.post_only must be a boolean, got {post_only!r}")
+    if post_only and time_in_force in ("IOC", "FOK"):
+        raise BadOrderRequest(f"{where}.post_only cannot be true: the order takes or dies")
+    end_time = _end_time(config, where) if time_in_force == "GTD" else None
+    stop_price, direction = None, None
+    if order_type == "STOP_LIMIT":
+        stop_price, direction = _decimal(config, "stop_price", where), config.get("stop_direction")
+        if stop_price is None:
+            raise BadOrderRequest(f"{where} needs stop_price")
+        if direction not in (STOP_UP, STOP_DOWN):
+            raise BadOrderRequest(f"{where}.stop_direction must be {STOP_UP} or {STOP_DOWN}, got {direction!r}")
+    return OrderRequest(
+        client_order_id,
+        product_id,
+        side,
+        order_type,
+        configuration,
+        base,
+        None,
+        price,
+        post_only,
+        time_in_force,
+        end_time,
+        stop_price,
+        direction,
+    )
+
+
+def _end_time(config: dict[str, Any], where: str) -> float:
+    raw = config.get("end_time")
+    try:
+        if not isinstance(raw, str):
+            raise ValueError
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            raise ValueError
+    except ValueError:
+        raise BadOrderRequest(f"{where}.end_time must be an RFC 3339 time with a zone, got {raw!r}") from None
+    return moment.timestamp()
 
 
 def _multiple_of(value: Decimal, step: Decimal) -> bool:
@@ -209,6 +271,11 @@ def check_product(product: ProductSpec, request: OrderRequest) -> None:
             raise OrderRejected(
                 "INVALID_PRICE_PRECISION",
                 f"limit_price {request.limit_price} is not a multiple of {product.quote_increment}",
+            )
+        if request.stop_price is not None and not _multiple_of(request.stop_price, product.quote_increment):
+            raise OrderRejected(
+                "INVALID_PRICE_PRECISION",
+                f"stop_price {request.stop_price} is not a multiple of {product.quote_increment}",
             )
         if request.base_size is not None and request.base_size * request.limit_price < product.quote_min_size:
             raise OrderRejected(
@@ -276,6 +343,10 @@ def place(
         quote_size=request.quote_size,
         limit_price=request.limit_price,
         post_only=request.post_only,
+        time_in_force=request.time_in_force,
+        end_time=request.end_time,
+        stop_price=request.stop_price,
+        stop_direction=request.stop_direction,
     )
     touch = ask if request.side == "BUY" else bid
     if request.order_type == "MARKET":
@@ -312,6 +383,12 @@ def place(
         return order, [fill]
 
     assert request.limit_price is not None and request.base_size is not None
+    if request.end_time is not None and request.end_time <= now:
+        raise OrderRejected("INVALID_END_TIME", f"end_time {request.end_time:.0f} is not in the future")
+    if request.order_type == "STOP_LIMIT":
+        _check_stop(request, last=(bid + ask) / 2)
+        _rest(account, order, product, fee_pct=taker_pct)  # once triggered it may take: hold the taker fee
+        return order, []
     crosses = request.limit_price >= ask if request.side == "BUY" else request.limit_price <= bid
     if crosses and request.post_only:
         raise OrderRejected(
@@ -334,15 +411,41 @@ def place(
         _fill(account, fill, order, product, taker_pct)
         order.status = "FILLED"
         return order, [fill]
-    _require_funds(account, product, request.side, size=request.base_size, price=request.limit_price, fee_pct=maker_pct)
-    if request.side == "BUY":
-        notional = request.base_size * request.limit_price
-        order.hold_currency = product.quote
-        order.hold_amount = notional + fee_for(notional, maker_pct)
-    else:
-        order.hold_currency, order.hold_amount = product.base, request.base_size
-    account.hold(order.hold_currency, order.hold_amount)
+    if request.time_in_force in ("IOC", "FOK"):
+        order.status = "CANCELLED"  # nothing to take at its price: killed at once, nothing held
+        return order, []
+    _rest(account, order, product, fee_pct=maker_pct)
     return order, []
+
+
+def _check_stop(request: OrderRequest, *, last: Decimal) -> None:
+    """A stop must lie on the side of the last price its direction triggers from, as Coinbase's preview says."""
+    assert request.stop_price is not None
+    if request.stop_direction == STOP_DOWN and request.stop_price >= last:
+        raise OrderRejected(
+            "UNKNOWN_FAILURE_REASON",
+            f"stop_price {request.stop_price} of a STOP_DOWN order must be below the last price {last}",
+            preview="PREVIEW_STOP_PRICE_ABOVE_LAST_TRADE_PRICE",
+        )
+    if request.stop_direction == STOP_UP and request.stop_price <= last:
+        raise OrderRejected(
+            "UNKNOWN_FAILURE_REASON",
+            f"stop_price {request.stop_price} of a STOP_UP order must be above the last price {last}",
+            preview="PREVIEW_STOP_PRICE_BELOW_LAST_TRADE_PRICE",
+        )
+
+
+def _rest(account: Account, order: SimOrder, product: ProductSpec, *, fee_pct: Decimal) -> None:
+    """Hold what a resting order may spend: the quote with its fee for a buy, the base for a sell."""
+    assert order.base_size is not None and order.limit_price is not None
+    _require_funds(account, product, order.side, size=order.base_size, price=order.limit_price, fee_pct=fee_pct)
+    if order.side == "BUY":
+        notional = order.base_size * order.limit_price
+        order.hold_currency = product.quote
+        order.hold_amount = notional + fee_for(notional, fee_pct)
+    else:
+        order.hold_currency, order.hold_amount = product.base, order.base_size
+    account.hold(order.hold_currency, order.hold_amount)
 
 
 def _require_funds(
@@ -359,7 +462,7 @@ def _require_funds(
         )
 
 
-def fill_resting(
+def advance_resting(
     account: Account,
     order: SimOrder,
     product: ProductSpec,
@@ -368,30 +471,48 @@ def fill_resting(
     ask: Decimal,
     now: float,
     maker_pct: Decimal,
+    taker_pct: Decimal,
     trade_id: str,
-) -> SimFill | None:
-    """Fill a resting limit order at its price once the market has crossed it (maker)."""
+) -> tuple[bool, SimFill | None]:
+    """Move a resting order on with the market: a GTD order expires at its end time; a stop-limit becomes a
+    limit order once the price reaches its stop, and takes at once if its limit then crosses; a limit order
+    fills at its price (maker) once the market crosses it. Returns (whether the order changed, its fill)."""
     if order.status != "OPEN" or order.limit_price is None or order.base_size is None:
-        return None
+        return False, None
+    if order.end_time is not None and now >= order.end_time:
+        release(account, order)
+        order.status = "EXPIRED"
+        return True, None
+    just_triggered = False
+    if order.order_type == "STOP_LIMIT" and not order.triggered:
+        assert order.stop_price is not None
+        last = (bid + ask) / 2
+        if not (last <= order.stop_price if order.stop_direction == STOP_DOWN else last >= order.stop_price):
+            return False, None
+        order.triggered = just_triggered = True
     crossed = ask <= order.limit_price if order.side == "BUY" else bid >= order.limit_price
     if not crossed:
-        return None
+        return just_triggered, None
     release(account, order)
+    touch = ask if order.side == "BUY" else bid
+    price, liquidity, fee_pct = (
+        (touch, "TAKER", taker_pct) if just_triggered else (order.limit_price, "MAKER", maker_pct)
+    )
     fill = SimFill(
         f"{trade_id}-e",
         trade_id,
         order.order_id,
         now,
-        order.limit_price,
+        price,
         order.base_size,
         Decimal(0),
         order.product_id,
         order.side,
-        "MAKER",
+        liquidity,
     )
-    _fill(account, fill, order, product, maker_pct)
+    _fill(account, fill, order, product, fee_pct)
     order.status = "FILLED"
-    return fill
+    return True, fill
 
 
 def release(account: Account, order: SimOrder) -> None:

@@ -116,6 +116,20 @@ def level(price: Decimal, size: float, product: ProductSpec) -> dict[str, str]:
     return {"price": num(price), "size": num(size, product.base_increment)}
 
 
+TIME_IN_FORCE = {
+    "IOC": "IMMEDIATE_OR_CANCEL",
+    "GTC": "GOOD_UNTIL_CANCELLED",
+    "GTD": "GOOD_UNTIL_DATE_TIME",
+    "FOK": "FILL_OR_KILL",
+}
+
+
+def trigger_status(order: SimOrder) -> str:
+    if order.order_type != "STOP_LIMIT":
+        return "INVALID_ORDER_TYPE"
+    return "STOP_TRIGGERED" if order.triggered else "STOP_PENDING"
+
+
 def order_json(order: SimOrder) -> dict[str, Any]:
     filled = order.filled_size
     average = order.filled_value / filled if filled else Decimal(0)
@@ -129,7 +143,7 @@ def order_json(order: SimOrder) -> dict[str, Any]:
         "side": order.side,
         "client_order_id": order.client_order_id,
         "status": order.status,
-        "time_in_force": "IMMEDIATE_OR_CANCEL" if order.order_type == "MARKET" else "GOOD_UNTIL_CANCELLED",
+        "time_in_force": TIME_IN_FORCE[order.time_in_force],
         "created_time": rfc3339(order.created_time),
         "completion_percentage": num(completion.quantize(Decimal("0.01"))),
         "filled_size": num(filled),
@@ -144,7 +158,7 @@ def order_json(order: SimOrder) -> dict[str, Any]:
         "total_value_after_fees": num(
             order.filled_value + order.total_fees if order.side == "BUY" else order.filled_value - order.total_fees
         ),
-        "trigger_status": "INVALID_ORDER_TYPE",
+        "trigger_status": trigger_status(order),
         "order_type": order.order_type,
         "reject_reason": "",
         "settled": order.status in ("FILLED", "CANCELLED"),

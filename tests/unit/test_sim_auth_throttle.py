@@ -57,7 +57,10 @@ def test_valid_es256_and_eddsa_tokens_name_the_key(ec_key: ec.EllipticCurvePriva
         ({"exp": NOW + 600}, None, "lifetime"),
         ({"uri": f"GET {HOST}{PATH}?limit=1"}, None, "does not match"),
         ({"uri": f"POST {HOST}{PATH}"}, None, "does not match"),
-        ({"iss": "coinbase-cloud"}, None, "iss must be 'cdp'"),
+        ({"iss": "someone"}, None, "iss must be one of"),
+        ({"uri": f"GET ftp://{HOST}{PATH}"}, None, "does not match"),
+        ({"uri": None, "uris": [f"GET {HOST}/api/v3/brokerage/orders"]}, None, "does not match"),
+        ({"uri": None, "uris": []}, None, "no 'uri' claim"),
         ({"sub": "someone-else"}, None, "sub must equal the kid"),
         ({"uri": None}, None, "no 'uri' claim"),
         ({}, {"nonce": ""}, "no nonce"),
@@ -68,6 +71,16 @@ def test_bad_tokens_are_refused_with_a_reason(
 ) -> None:
     with pytest.raises(JwtRejected, match=reason):
         check(token(ec_key, headers=headers, **claims))
+
+
+def test_what_coinbase_also_accepts_is_accepted(ec_key: ec.EllipticCurvePrivateKey) -> None:
+    """The legacy issuer and audience CCXT writes, a scheme kept from an http base URL, and Ed25519's `uris`."""
+    legacy = token(ec_key, iss="coinbase-cloud", aud=["retail_rest_api_proxy"], uri=f"GET http://{HOST}{PATH}")
+    assert check(legacy, public_pem(ec_key)) == KEY
+    assert check(token(ec_key, uri=f"GET https://{HOST}{PATH}")) == KEY
+    ed = ed25519.Ed25519PrivateKey.generate()
+    listed = token(ed, "EdDSA", uri=None, uris=[f"GET {HOST}{PATH}"], aud=["cdp_service"])
+    assert check(listed, public_pem(ed)) == KEY
 
 
 def test_a_replayed_jwt_is_refused(ec_key: ec.EllipticCurvePrivateKey) -> None:
