@@ -7,6 +7,7 @@ import math
 import time
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from services.exchange_sim.auth import JwtRejected, verify_jwt
+from services.exchange_sim.book import order_book
 from services.exchange_sim.exchange import SimExchange
 from services.exchange_sim.faults import Fault
 from services.exchange_sim.market import GRANULARITIES
@@ -26,6 +28,7 @@ from services.exchange_sim.views import (
     candles_json,
     fill_json,
     level,
+    num,
     order_json,
     product_json,
     rfc3339,
@@ -33,6 +36,11 @@ from services.exchange_sim.views import (
 )
 
 MAX_CANDLES = 350
+V2_PREFIX = "/v2/"
+# The v2 API names its errors in lower case; Advanced Trade's upper-case codes map to these by status.
+V2_ERROR_IDS = {400: "invalid_request", 401: "authentication_error", 404: "not_found", 429: "rate_limit_exceeded"}
+BOOK_LEVELS, MAX_BOOK_LEVELS = 50, 1000
+FEE_WINDOW_S = 30 * 86_400
 TIMEOUT_FAULT_S = 30.0
 HTML_429 = b"<html><head><title>429 Too Many Requests</title></head><body><h1>Too Many Requests</h1></body></html>"
 MALFORMED = b'{"products": [{"product_id": "BTC-USD", "price": '
@@ -48,8 +56,13 @@ class CoinbaseError(Exception):
         self.message = message
         self.headers = headers or {}
 
-    def response(self) -> JSONResponse:
-        body = {"error": self.error, "message": self.message, "error_details": self.message}
+    def response(self, path: str = "") -> JSONResponse:
+        """Advanced Trade's shape, or the v2 API's `errors` list for a /v2 path."""
+        if path.startswith(V2_PREFIX):
+            v2_id = V2_ERROR_IDS.get(self.status, "internal_server_error") if self.error.isupper() else self.error
+            body: dict[str, Any] = {"errors": [{"id": v2_id, "message": self.message}]}
+        else:
+            body = {"error": self.error, "message": self.message, "error_details": self.message}
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
@@ -134,7 +147,10 @@ async def private_call(request: Request, sim: RuntimeDep) -> str:
             nonces=sim.nonces,
         )
     except JwtRejected as exc:
-        raise CoinbaseError(401, "UNAUTHENTICATED", str(exc)) from None
+        if request.url.path.startswith(V2_PREFIX):
+            raise CoinbaseError(401, "authentication_error", str(exc)) from None
+        # Advanced Trade answers a bad JWT with a bare text 401; the simulator adds why
+        raise RawAnswer(401, f"Unauthorized: {exc}\n".encode(), "text/plain") from None
     _throttle(sim, private=True, key=key, request=request)
     return key
 
@@ -262,6 +278,73 @@ async def best_bid_ask(sim: ExchangeDep, product_ids: ProductIds = None) -> Coin
             }
         )
     return CoinbaseJSON({"pricebooks": books})
+
+
+@router.get("/market/product_book", name="product_book", dependencies=Public, summary="Order book (public)")
+@router.get("/product_book", name="product_book", dependencies=Private, summary="Order book")
+async def product_book(
+    sim: ExchangeDep,
+    product_id: str,
+    limit: Annotated[int, Query(ge=1, le=MAX_BOOK_LEVELS)] = BOOK_LEVELS,
+) -> CoinbaseJSON:
+    product = _product(sim, product_id)
+    now = sim.clock.now()
+    bid, ask = sim.touch(product, now)
+    resting = [o for o in sim.open_orders.values() if o.product_id == product_id]
+    bids, asks = order_book(product, bid=bid, ask=ask, depth=sim.depth(product, now), resting=resting, levels=limit)
+    mid = (bid + ask) / 2
+    return CoinbaseJSON(
+        {
+            "pricebook": {
+                "product_id": product_id,
+                "bids": [level(price, size, product) for price, size in bids],
+                "asks": [level(price, size, product) for price, size in asks],
+                "time": rfc3339(now),
+            },
+            "last": num(sim.market.price(product_id, now), product.quote_increment),
+            "mid_market": num(mid, product.quote_increment),
+            "spread_bps": num((ask - bid) / mid * 10_000, Decimal("0.01")),
+            "spread_absolute": num(ask - bid),
+        }
+    )
+
+
+@router.get("/transaction_summary", name="transaction_summary", dependencies=Private, summary="Fee tier and volume")
+async def transaction_summary(sim: ExchangeDep) -> CoinbaseJSON:
+    fees, now = sim.config.fees, sim.clock.now()
+    volume, paid = Decimal(0), Decimal(0)
+    cursor: Cursor | None = None
+    while True:
+        fills, cursor = await sim.store.fills_page(
+            lambda _: True, limit=1000, cursor=cursor, start=now - FEE_WINDOW_S, end=None
+        )
+        volume += sum((f.price * f.size for f in fills), Decimal(0))
+        paid += sum((f.commission for f in fills), Decimal(0))
+        if cursor is None:
+            break
+    return CoinbaseJSON(
+        {
+            "total_volume": float(volume),
+            "total_fees": float(paid),
+            "fee_tier": {
+                "pricing_tier": "Simulator",
+                "usd_from": "0",
+                "usd_to": "",
+                "taker_fee_rate": num(fees.taker_pct / 100),
+                "maker_fee_rate": num(fees.maker_pct / 100),
+                "aop_from": "",
+                "aop_to": "",
+            },
+            "margin_rate": None,
+            "goods_and_services_tax": None,
+            "advanced_trade_only_volume": float(volume),
+            "advanced_trade_only_fees": float(paid),
+            "coinbase_pro_volume": 0,
+            "coinbase_pro_fees": 0,
+            "total_balance": "",
+            "has_promo_fee": False,
+        }
+    )
 
 
 @router.get(
@@ -394,20 +477,24 @@ async def list_orders(
     sim: ExchangeDep,
     order_ids: ProductIds = None,
     product_ids: ProductIds = None,
+    product_id: str | None = None,
     order_status: ProductIds = None,
+    order_side: str | None = None,
     client_order_id: str | None = None,
     start_date: str | None = None,
     end_date: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> CoinbaseJSON:
-    by_id, by_product, by_status = _wanted(order_ids), _wanted(product_ids), _wanted(order_status)
+    by_id, by_status = _wanted(order_ids), _wanted(order_status)
+    by_product = _wanted([*(product_ids or ()), *([product_id] if product_id else ())])
 
     def keep(order: SimOrder) -> bool:
         return (
             by_id(order.order_id)
             and by_product(order.product_id)
             and by_status(order.status)
+            and (order_side is None or order.side == order_side)
             and (client_order_id is None or order.client_order_id == client_order_id)
         )
 
@@ -432,17 +519,22 @@ async def list_orders(
 async def list_fills(
     sim: ExchangeDep,
     order_ids: ProductIds = None,
+    trade_ids: ProductIds = None,
     product_ids: ProductIds = None,
+    product_id: str | None = None,
+    start_sequence_timestamp: str | None = None,
+    end_sequence_timestamp: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> CoinbaseJSON:
-    by_order, by_product = _wanted(order_ids), _wanted(product_ids)
+    by_order, by_trade = _wanted(order_ids), _wanted(trade_ids)
+    by_product = _wanted([*(product_ids or ()), *([product_id] if product_id else ())])
     fills, following = await sim.store.fills_page(
-        lambda fill: by_order(fill.order_id) and by_product(fill.product_id),
+        lambda fill: by_order(fill.order_id) and by_trade(fill.trade_id) and by_product(fill.product_id),
         limit=limit,
         cursor=_cursor(cursor),
-        start=None,
-        end=None,
+        start=_instant(start_sequence_timestamp, "start_sequence_timestamp"),
+        end=_instant(end_sequence_timestamp, "end_sequence_timestamp"),
     )
     return CoinbaseJSON({"fills": [fill_json(f) for f in fills], "cursor": "" if following is None else str(following)})
 
@@ -451,7 +543,7 @@ async def list_fills(
 async def get_order(order_id: str, sim: ExchangeDep) -> CoinbaseJSON:
     order = await sim.order(order_id)
     if order is None:
-        raise CoinbaseError(404, "NOT_FOUND", f"order {order_id} not found")
+        raise CoinbaseError(404, "unknown", "order with this orderID was not found")  # Coinbase's words
     return CoinbaseJSON({"order": order_json(order)})
 
 

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.exchange_sim.api import CoinbaseError, RawAnswer, config_router, router, sim_router
+from services.exchange_sim.api import V2_PREFIX, CoinbaseError, RawAnswer, config_router, router, sim_router
 from services.exchange_sim.auth import NonceRegistry
 from services.exchange_sim.clock import SimClock
 from services.exchange_sim.exchange import SimExchange
@@ -27,6 +27,7 @@ from services.exchange_sim.runtime import SimRuntime
 from services.exchange_sim.settings import SimSettings
 from services.exchange_sim.store import SimStore, StoreUnavailable
 from services.exchange_sim.throttle import SlidingWindow
+from services.exchange_sim.v2 import v2_router
 from shared.app import build_app
 from shared.redis import KeySpace
 from shared.settings import load_settings
@@ -112,20 +113,21 @@ def create_app(settings: SimSettings | None = None, registry: CollectorRegistry 
     app = build_app(
         settings,
         description="Serves Coinbase Advanced Trade's REST paths and JSON shapes so the stack runs without keys.",
-        routers=[router, sim_router, config_router],
+        routers=[router, v2_router, sim_router, config_router],
         registry=registry,
         lifespan=lifespan,
         protected=("/v1/", "/sim/"),
     )
 
     @app.exception_handler(CoinbaseError)
-    async def _coinbase_error(_: Request, exc: CoinbaseError) -> JSONResponse:
-        return exc.response()
+    async def _coinbase_error(request: Request, exc: CoinbaseError) -> JSONResponse:
+        return exc.response(request.url.path)
 
     @app.exception_handler(StoreUnavailable)
-    async def _store_down(_: Request, exc: StoreUnavailable) -> JSONResponse:
+    async def _store_down(request: Request, exc: StoreUnavailable) -> JSONResponse:
         log.warning("simulator state could not be read or saved: %s", exc)
-        return CoinbaseError(503, "UNAVAILABLE", "the exchange could not serve the request; try again").response()
+        unavailable = CoinbaseError(503, "UNAVAILABLE", "the exchange could not serve the request; try again")
+        return unavailable.response(request.url.path)
 
     @app.exception_handler(RawAnswer)
     async def _raw(_: Request, exc: RawAnswer) -> Response:
@@ -135,10 +137,10 @@ def create_app(settings: SimSettings | None = None, registry: CollectorRegistry 
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Any:
-        if not request.url.path.startswith(COINBASE_PREFIX):
+        if not request.url.path.startswith((COINBASE_PREFIX, V2_PREFIX)):
             return await shared_validation(request, exc)
         problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
-        return CoinbaseError(400, "INVALID_ARGUMENT", problems).response()
+        return CoinbaseError(400, "INVALID_ARGUMENT", problems).response(request.url.path)
 
     app.add_middleware(CallRecorder, metrics=metrics)
     return app
