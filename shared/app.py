@@ -131,6 +131,7 @@ def build_app(
     checks: Sequence[tuple[str, ReadinessCheck]] = (),
     lifespan: ServiceLifespan | None = None,
     protected: tuple[str, ...] = ("/v1/",),
+    operator_routes: tuple[str, ...] = (),
     before_scrape: ReadinessCheck | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     body_limits: Mapping[str, int] | None = None,
@@ -146,6 +147,7 @@ def build_app(
     async def app_lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(service, settings.log_level)
         register_secret(settings.trader_api_token)
+        register_secret(settings.trader_operator_token)
         app.state.redis = create_redis(settings.redis_url)
         app.state.http = create_http_client(timeout_s=settings.http_timeout_s)
         try:
@@ -212,7 +214,9 @@ def build_app(
     app.add_middleware(
         RequestGuard,
         token=settings.trader_api_token,
+        operator_token=settings.trader_operator_token,
         protected=protected,
+        operator_routes=operator_routes,
         max_body_bytes=max_body_bytes,
         body_limits=body_limits,
     )

@@ -34,6 +34,13 @@ def token_matches(expected: str, header_value: bytes | None) -> bool:
     return header_value is not None and hmac.compare_digest(header_value, f"Bearer {expected}".encode())
 
 
+def scope_of(header_value: bytes | None, *, service: str, operator: str) -> str | None:
+    """'operator', 'service' or None for the bearer token given; both comparisons always run, in constant time."""
+    is_operator = token_matches(operator, header_value)
+    is_service = token_matches(service, header_value)
+    return "operator" if is_operator else "service" if is_service else None
+
+
 def request_id_of(scope: Scope) -> str:
     """The caller's X-Request-ID (bounded), or a new one."""
     value = header(scope, b"x-request-id")
@@ -120,13 +127,18 @@ class RequestGuard:
         app: ASGIApp,
         *,
         token: str,
+        operator_token: str,
         protected: tuple[str, ...],
+        operator_routes: tuple[str, ...] = (),
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         body_limits: Mapping[str, int] | None = None,
     ):
         self.app = app
         self.token = token
+        self.operator_token = operator_token
         self.protected = protected
+        # "METHOD /path/prefix" of the writes only the operator may make
+        self.operator_routes = tuple(tuple(route.split(" ", 1)) for route in operator_routes)
         self.max_body_bytes = max_body_bytes
         self.body_limits = sorted((body_limits or {}).items(), key=lambda item: -len(item[0]))
 
@@ -144,12 +156,24 @@ class RequestGuard:
         try:
             path, method = scope["path"], scope["method"]
             if method in WRITE_METHODS and path.startswith(self.protected):
-                if not token_matches(self.token, header(scope, b"authorization")):
+                given = scope_of(header(scope, b"authorization"), service=self.token, operator=self.operator_token)
+                needs_operator = any(method == m and path.startswith(prefix) for m, prefix in self.operator_routes)
+                if given is None:
+                    wanted = "TRADER_OPERATOR_TOKEN" if needs_operator else "TRADER_API_TOKEN"
                     await send_error(
                         send_with_id,
                         401,
                         "unauthorized",
-                        "missing or wrong bearer token: send 'Authorization: Bearer <TRADER_API_TOKEN>' on writes",
+                        f"missing or wrong bearer token: send 'Authorization: Bearer <{wanted}>' on writes",
+                        {"method": method, "path": path},
+                    )
+                    return
+                if needs_operator and given != "operator":
+                    await send_error(
+                        send_with_id,
+                        403,
+                        "forbidden",
+                        "this change is the operator's: send 'Authorization: Bearer <TRADER_OPERATOR_TOKEN>'",
                         {"method": method, "path": path},
                     )
                     return

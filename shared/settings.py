@@ -19,6 +19,7 @@ REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 # Documented in README and .env.example; accepted only in sim mode.
 DEV_API_TOKEN = "dev-token-change-me"
+DEV_OPERATOR_TOKEN = "dev-operator-token-change-me"
 
 
 # Settings whose values never appear in an error message.
@@ -107,7 +108,10 @@ class ServiceSettings(BaseSettings):
     executor_url: str = "http://127.0.0.1:8004"
     exchange_api_url: str = "http://127.0.0.1:8010"
     trading_mode: TradingMode = TradingMode.SIM
+    # The services' token: acquire quota, post proposals, run a cycle.
     trader_api_token: str = Field(default=DEV_API_TOKEN, min_length=8, repr=False)
+    # The operator's token: change limits, halt and resume, change the policy, invalidate caches.
+    trader_operator_token: str = Field(default=DEV_OPERATOR_TOKEN, min_length=8, repr=False)
     config_dir: Path = REPO_CONFIG_DIR
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     http_timeout_s: float = Field(default=5.0, gt=0, le=120)
@@ -133,11 +137,13 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"expected redis://host:port/db, rediss://... or unix:///path.sock ({exc})") from None
         return url
 
-    @field_validator("trader_api_token")
+    @field_validator("trader_api_token", "trader_operator_token")
     @classmethod
     def _no_dev_token_in_live(cls, token: str, info: ValidationInfo) -> str:
-        if info.data.get("trading_mode") is TradingMode.LIVE and token == DEV_API_TOKEN:
+        if info.data.get("trading_mode") is TradingMode.LIVE and token in (DEV_API_TOKEN, DEV_OPERATOR_TOKEN):
             raise ValueError("the documented development token is refused in live mode; set a secret of your own")
+        if info.field_name == "trader_operator_token" and token == info.data.get("trader_api_token"):
+            raise ValueError("must differ from TRADER_API_TOKEN, or the services could do what only the operator may")
         return token
 
     @model_validator(mode="after")

@@ -73,6 +73,7 @@ def create_app(settings: ExecutorSettings | None = None, registry: CollectorRegi
         registry=registry,
         lifespan=lifespan,
         before_scrape=before_scrape,
+        operator_routes=("POST /v1/halt", "POST /v1/resume"),
         checks=[
             dependency_check("ratelimit", settings.ratelimit_url),
             dependency_check("exchange", settings.exchange_api_url, EXCHANGE_TIME_PATH),

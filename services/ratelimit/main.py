@@ -40,6 +40,7 @@ def create_app(settings: RatelimitSettings | None = None, registry: CollectorReg
         registry=registry,
         lifespan=lifespan,
         before_scrape=refresh_gauges,
+        operator_routes=("PUT /v1/limits", "DELETE /v1/limits"),
         body_limits={PATH: MAX_BODY_BYTES},
     )
 

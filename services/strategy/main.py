@@ -67,6 +67,7 @@ def create_app(settings: StrategySettings | None = None, registry: CollectorRegi
         registry=registry,
         lifespan=lifespan,
         body_limits={"/v1/evaluate": EVALUATE_MAX_BYTES},
+        operator_routes=("PUT /v1/policy",),
         checks=[
             dependency_check("ratelimit", settings.ratelimit_url),
             dependency_check("universe", settings.universe_url),

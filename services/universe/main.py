@@ -99,6 +99,7 @@ def create_app(settings: UniverseSettings | None = None, registry: CollectorRegi
         registry=registry,
         lifespan=lifespan,
         before_scrape=before_scrape,
+        operator_routes=("POST /v1/cache/invalidate",),
         checks=[
             dependency_check("ratelimit", settings.ratelimit_url),
             dependency_check("exchange", settings.exchange_api_url, EXCHANGE_TIME_PATH),

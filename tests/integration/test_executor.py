@@ -14,12 +14,13 @@ import httpx
 import pytest
 
 from devtools.stack import Stack
-from shared.settings import DEV_API_TOKEN
+from shared.settings import DEV_API_TOKEN, DEV_OPERATOR_TOKEN
 from tests.conftest import StackFactory
 
 pytestmark = pytest.mark.integration
 
 AUTH = {"Authorization": f"Bearer {DEV_API_TOKEN}"}
+OPERATOR = {"Authorization": f"Bearer {DEV_OPERATOR_TOKEN}"}
 ENV = {"WORKER__CLAIM_IDLE_S": "1", "RISK__MAX_OPEN_POSITIONS": "20"}
 
 
@@ -145,12 +146,12 @@ def test_positions_exit_at_their_stop_loss_and_take_profit(stack: Stack) -> None
 
 def test_halt_and_resume_and_bad_proposals(stack: Stack) -> None:
     url = stack.url("executor")
-    assert httpx.post(f"{url}/v1/halt", headers=AUTH).json() == {"halted": True}
+    assert httpx.post(f"{url}/v1/halt", headers=OPERATOR).json() == {"halted": True}
     halted = proposal()
     post(url, halted)
     assert settle(url, halted["proposal_id"])["reason"] == "halted"
     assert "trader_halted 1.0" in httpx.get(f"{url}/metrics").text
-    httpx.post(f"{url}/v1/resume", headers=AUTH)
+    httpx.post(f"{url}/v1/resume", headers=OPERATOR)
     resumed = proposal()
     post(url, resumed)
     assert settle(url, resumed["proposal_id"])["status"] == "filled"

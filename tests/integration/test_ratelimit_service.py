@@ -17,12 +17,13 @@ from services.ratelimit.settings import RatelimitSettings
 from shared.errors import NotFound
 from shared.quota import QuotaClient, QuotaDenied
 from shared.ratelimits import RateLimitConfig
-from shared.settings import DEV_API_TOKEN, load_settings
+from shared.settings import DEV_API_TOKEN, DEV_OPERATOR_TOKEN, load_settings
 from tests.conftest import StackFactory, ratelimits_config
 
 pytestmark = pytest.mark.integration
 
 AUTH = {"Authorization": f"Bearer {DEV_API_TOKEN}"}
+OPERATOR = {"Authorization": f"Bearer {DEV_OPERATOR_TOKEN}"}
 LIMITS = {
     "ratelimit": {
         "safety_margin_pct": 10,
@@ -146,17 +147,17 @@ def test_penalty_and_limits_are_shared_by_replicas(redis_url: str, start_stack: 
     time.sleep(0.85)
     assert acquire(b, endpoint="get_candles").status_code == 200
 
-    changed = httpx.put(f"{a}/v1/limits/private", json={"rate": 40, "burst": 8}, headers=AUTH)
+    changed = httpx.put(f"{a}/v1/limits/private", json={"rate": 40, "burst": 8}, headers=OPERATOR)
     assert changed.status_code == 200 and changed.json()["source"] == "override"
     seen = httpx.get(f"{b}/v1/quota/private").json()
     assert (seen["rate"], seen["burst"], seen["effective_rate"]) == (40, 8, 36)
     assert httpx.get(f"{b}/v1/limits").json()["pools"]["private"]["source"] == "override"
     assert acquire(b, endpoint="get_candles", cost=8, max_wait_ms=1000).status_code == 200  # within the new burst
-    reverted = httpx.delete(f"{b}/v1/limits/private", headers=AUTH).json()
+    reverted = httpx.delete(f"{b}/v1/limits/private", headers=OPERATOR).json()
     assert (reverted["rate"], reverted["burst"], reverted["source"]) == (20, 4, "config")
 
-    assert httpx.put(f"{a}/v1/limits/nope", json={"rate": 1, "burst": 1}, headers=AUTH).status_code == 404
-    assert httpx.put(f"{a}/v1/limits/private", json={"rate": 0, "burst": 1}, headers=AUTH).status_code == 422
+    assert httpx.put(f"{a}/v1/limits/nope", json={"rate": 1, "burst": 1}, headers=OPERATOR).status_code == 404
+    assert httpx.put(f"{a}/v1/limits/private", json={"rate": 0, "burst": 1}, headers=OPERATOR).status_code == 422
     assert httpx.put(f"{a}/v1/limits/private", json={"rate": 1, "burst": 1}).status_code == 401
 
 
@@ -390,7 +391,7 @@ def test_out_of_range_numbers_and_huge_strings_are_422_naming_the_field(
         ("/v1/limits/private", "PUT", {"rate": 1, "burst": huge}, "burst"),
         ("/v1/penalty", "POST", {"pool": "private", "retry_after_ms": huge}, "retry_after_ms"),
     ):
-        answer = httpx.request(method, f"{base}{path}", json=body, headers=AUTH)
+        answer = httpx.request(method, f"{base}{path}", json=body, headers=OPERATOR if method == "PUT" else AUTH)
         assert answer.status_code == 422, (field, answer.text)
         fields = answer.json()["details"]["fields"]
         assert fields[0]["field"] == field and fields[0]["value"] == str(huge)

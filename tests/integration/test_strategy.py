@@ -16,12 +16,13 @@ from services.strategy.market_data import CandleStore, last_closed
 from shared.exchange.client import ExchangeClient
 from shared.exchange.models import Granularity
 from shared.redis import KeySpace, create_redis
-from shared.settings import DEV_API_TOKEN
+from shared.settings import DEV_API_TOKEN, DEV_OPERATOR_TOKEN
 from tests.conftest import StackFactory
 
 pytestmark = pytest.mark.integration
 
 AUTH = {"Authorization": f"Bearer {DEV_API_TOKEN}"}
+OPERATOR = {"Authorization": f"Bearer {DEV_OPERATOR_TOKEN}"}
 # A five-minute candle closes every 5 real seconds.
 FAST = {"SIM_SPEED": "60", "STRATEGY__CYCLE_INTERVAL_S": "3600", "UNIVERSE__MAX_PRODUCTS": "8"}
 
@@ -95,7 +96,7 @@ def test_a_cycle_asks_the_exchange_only_for_the_candles_that_closed_since_the_la
 
 def test_a_threshold_out_of_range_is_refused_and_nothing_changes(stack: Stack) -> None:
     url = stack.url("strategy")
-    refused = httpx.put(f"{url}/v1/policy", json={"min_conviction_to_propose": 1.5}, headers=AUTH)
+    refused = httpx.put(f"{url}/v1/policy", json={"min_conviction_to_propose": 1.5}, headers=OPERATOR)
     assert refused.status_code == 422
     assert refused.json()["details"]["fields"][0]["field"] == "min_conviction_to_propose"
     assert httpx.get(f"{url}/v1/policy").json()["policy"] == {
@@ -104,7 +105,7 @@ def test_a_threshold_out_of_range_is_refused_and_nothing_changes(stack: Stack) -
         "source": "config",
         "closed_trades_seen": 0,
     }
-    swing = httpx.put(f"{url}/v1/policy", json={"profile": "swing_trader"}, headers=AUTH).json()
+    swing = httpx.put(f"{url}/v1/policy", json={"profile": "swing_trader"}, headers=OPERATOR).json()
     assert swing["threshold"] == 0.34 and swing["source"] == "api"
     changes = httpx.get(f"{url}/v1/policy").json()["changes"]
     assert changes[0]["threshold"] == 0.34 and changes[0]["reason"]

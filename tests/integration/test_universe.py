@@ -26,12 +26,13 @@ from services.universe.settings import UniverseSettings
 from shared.exchange.client import ExchangeClient
 from shared.exchange.retry import RetryPolicy
 from shared.redis import KeySpace, create_redis
-from shared.settings import DEV_API_TOKEN, load_settings
+from shared.settings import DEV_API_TOKEN, DEV_OPERATOR_TOKEN, load_settings
 from tests.conftest import StackFactory
 
 pytestmark = pytest.mark.integration
 
 AUTH = {"Authorization": f"Bearer {DEV_API_TOKEN}"}
+OPERATOR = {"Authorization": f"Bearer {DEV_OPERATOR_TOKEN}"}
 
 
 def list_calls(stack: Stack) -> int:
@@ -166,7 +167,7 @@ async def test_three_replicas_and_twenty_requests_after_an_invalidation_fetch_on
     for url in urls:
         wait_for_first_build(url)
     before = list_calls(exchange_stack)
-    assert httpx.post(f"{urls[0]}/v1/cache/invalidate", headers=AUTH).status_code == 200
+    assert httpx.post(f"{urls[0]}/v1/cache/invalidate", headers=OPERATOR).status_code == 200
     async with httpx.AsyncClient(timeout=30) as http:
         answers = await asyncio.gather(*(http.get(f"{urls[i % 3]}/v1/universe") for i in range(20)))
     assert [a.status_code for a in answers] == [200] * 20
@@ -185,7 +186,7 @@ def test_a_lock_holder_killed_mid_fetch_holds_the_others_back_only_until_the_loc
     )
     lock_key = f"{exchange_stack.extra_env['KEY_PREFIX']}universe:products:lock"
     assert httpx.get(f"{other.url('universe')}/v1/universe", timeout=30).status_code == 200
-    httpx.post(f"{holder.url('universe')}/v1/cache/invalidate", headers=AUTH)
+    httpx.post(f"{holder.url('universe')}/v1/cache/invalidate", headers=OPERATOR)
     set_faults(exchange_stack, latency_ms=2500)  # every exchange call now takes 2.5 s
     try:
         with ThreadPoolExecutor(1) as pool:
@@ -222,7 +223,7 @@ def test_the_api_serves_stale_on_exchange_errors_and_503_with_no_list(
         good = httpx.get(f"{url}/v1/universe", timeout=60).json()
         assert not good["stale"] and good["size"] > 0
         set_faults(exchange_stack, error_5xx_fraction=1.0)
-        httpx.post(f"{url}/v1/cache/invalidate", headers=AUTH)
+        httpx.post(f"{url}/v1/cache/invalidate", headers=OPERATOR)
         stale = httpx.get(f"{url}/v1/universe", timeout=60).json()
         assert stale["stale"] and "HTTP 503" in stale["error"]
         assert stale["core"] == good["core"]

@@ -120,6 +120,12 @@ def test_live_mode_refuses_the_development_token(monkeypatch: pytest.MonkeyPatch
         load_settings(StrategySettings)
     assert DEV_API_TOKEN not in caught.value.message
     monkeypatch.setenv("TRADER_API_TOKEN", "a-real-secret-of-my-own")
+    with pytest.raises(ConfigError, match="trader_operator_token .* development token is refused"):
+        load_settings(StrategySettings)
+    monkeypatch.setenv("TRADER_OPERATOR_TOKEN", "a-real-secret-of-my-own")
+    with pytest.raises(ConfigError, match="must differ from TRADER_API_TOKEN"):
+        load_settings(StrategySettings)
+    monkeypatch.setenv("TRADER_OPERATOR_TOKEN", "another-secret-for-the-operator")
     assert load_settings(StrategySettings).trading_mode == "live"
 
 
@@ -167,5 +173,10 @@ def test_a_redis_url_that_is_no_redis_url_stops_the_service_with_one_line(url: s
 
 
 def test_live_mode_without_an_exchange_key_stops_the_universe_with_one_line() -> None:
-    line = failed_start("universe", TRADING_MODE="live", TRADER_API_TOKEN="a-real-secret-of-my-own")
+    line = failed_start(
+        "universe",
+        TRADING_MODE="live",
+        TRADER_API_TOKEN="a-real-secret-of-my-own",
+        TRADER_OPERATOR_TOKEN="the-operators-own-secret",
+    )
     assert "universe: no Coinbase API key: set COINBASE_API_KEY_FILE or COINBASE_API_KEY_NAME" in line
