@@ -1,4 +1,8 @@
-"""`make run`: the whole stack without Docker, on the contract's ports, with the Procfile's commands."""
+"""`make run`: the whole stack without Docker, on the contract's ports, with the Procfile's commands.
+
+A service that exits is started again after a backoff (devtools/supervise.py), as compose's `restart:
+unless-stopped` does; Ctrl-C stops everything.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,17 @@ import shutil
 import socket
 import sys
 import threading
+from pathlib import Path
 from urllib.parse import urlsplit
-
-from honcho.manager import Manager
 
 from devtools import prometheus_local
 from devtools.redis_server import RedisServer, redis_answers
 from devtools.stack import CONTRACT_PORTS, ROOT, process_environment, procfile_commands, stack_environment, wait_ready
+from devtools.supervise import Supervisor
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-DOCS = {name: f"http://127.0.0.1:{port}" for name, port in CONTRACT_PORTS.items()}
-PROMETHEUS_URL = f"http://127.0.0.1:{prometheus_local.PORT}"
+# The contract's ports and Prometheus's; the tests pass free ones instead.
+PORTS = CONTRACT_PORTS | {"prometheus": prometheus_local.PORT}
 
 
 def port_in_use(port: int) -> bool:
@@ -26,24 +30,26 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def url_table(redis_url: str, prometheus: bool) -> str:
+def url_table(urls: dict[str, str], redis_url: str, prometheus_url: str | None) -> str:
     """The table printed once every service is ready."""
     rows = [("service", "url", "docs", "metrics")]
-    for name, url in DOCS.items():
+    for name, url in urls.items():
         rows.append((name, url, f"{url}/docs", f"{url}/metrics"))
     rows.append(("redis", redis_url, "", ""))
-    if prometheus:
-        rows.append(("prometheus", PROMETHEUS_URL, f"{PROMETHEUS_URL}/alerts", f"{PROMETHEUS_URL}/metrics"))
+    if prometheus_url:
+        rows.append(("prometheus", prometheus_url, f"{prometheus_url}/alerts", f"{prometheus_url}/metrics"))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(ports: dict[str, int] = PORTS, data_dir: Path = ROOT / ".data") -> int:
+    """Run the stack on `ports` (a port per service, and Prometheus's) until SIGINT, SIGTERM or SIGHUP."""
     prometheus = shutil.which("prometheus")
-    ports = CONTRACT_PORTS | ({"prometheus": prometheus_local.PORT} if prometheus else {})
-    busy = [f"{name} ({port})" for name, port in ports.items() if port_in_use(port)]
+    service_ports = {name: ports[name] for name in CONTRACT_PORTS}
+    watched = service_ports | ({"prometheus": ports["prometheus"]} if prometheus else {})
+    busy = [f"{name} ({port})" for name, port in watched.items() if port_in_use(port)]
     if busy:
         print(f"error: ports already in use: {', '.join(busy)}; stop what holds them first", file=sys.stderr)
         return 1
@@ -53,37 +59,38 @@ def main() -> int:
         print(f"using the Redis at {redis_url}")
     else:
         port = urlsplit(redis_url).port or 6379
-        private = RedisServer(port=port, data_dir=ROOT / ".data" / "redis").start()
+        private = RedisServer(port=port, data_dir=data_dir / "redis").start()
         redis_url = private.url
-        print(f"started a private Redis ({private.binary.name}, AOF in .data/redis) at {redis_url}")
-    base = stack_environment(CONTRACT_PORTS, redis_url=redis_url)
-    manager = Manager()
+        print(f"started a private Redis ({private.binary.name}, AOF in {data_dir / 'redis'}) at {redis_url}")
+    base = stack_environment(service_ports, redis_url=redis_url)
+    supervisor = Supervisor(cwd=ROOT)
     for name, command in procfile_commands().items():
-        manager.add_process(name, command, env=process_environment(base, CONTRACT_PORTS[name]), cwd=str(ROOT))
+        supervisor.add(name, shlex.split(command), env=process_environment(base, service_ports[name]))
+    prometheus_url = None
     if prometheus:
-        folder = ROOT / ".data" / "prometheus"
-        config = prometheus_local.write_config(CONTRACT_PORTS, folder)
-        line = prometheus_local.command(prometheus, config, folder / "tsdb", prometheus_local.PORT)
-        manager.add_process("prometheus", shlex.join(line), cwd=str(ROOT))
+        folder = data_dir / "prometheus"
+        config = prometheus_local.write_config(service_ports, folder)
+        supervisor.add("prometheus", prometheus_local.command(prometheus, config, folder / "tsdb", ports["prometheus"]))
+        prometheus_url = f"http://127.0.0.1:{ports['prometheus']}"
     else:
         print(prometheus_local.HOW_TO_GET)
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in service_ports.items()}
 
     def announce() -> None:
-        status = wait_ready(DOCS, timeout_s=90)
+        status = wait_ready(urls, timeout_s=90)
         failing = [name for name, code in status.items() if code != 200]
         if failing:
             print(f"\nnot ready after 90s: {', '.join(failing)} (see their log lines above)\n", flush=True)
         else:
-            table = url_table(redis_url, bool(prometheus))
+            table = url_table(urls, redis_url, prometheus_url)
             print(f"\nall services ready\n\n{table}\n\nCtrl-C stops them.\n", flush=True)
 
     threading.Thread(target=announce, daemon=True).start()
     try:
-        manager.loop()
+        return supervisor.run()
     finally:
         if private is not None:
             private.stop()
-    return manager.returncode or 0
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def test_live_mode_refuses_the_development_token(monkeypatch: pytest.MonkeyPatch
         load_settings(StrategySettings)
     assert DEV_API_TOKEN not in caught.value.message
     monkeypatch.setenv("TRADER_API_TOKEN", "a-real-secret-of-my-own")
-    with pytest.raises(ConfigError, match="trader_operator_token .* development token is refused"):
+    with pytest.raises(ConfigError, match=r"trader_operator_token .* development token is refused"):
         load_settings(StrategySettings)
     monkeypatch.setenv("TRADER_OPERATOR_TOKEN", "a-real-secret-of-my-own")
     with pytest.raises(ConfigError, match="must differ from TRADER_API_TOKEN"):
