@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: venv up run test test-unit test-integration check bench lint clean
+.PHONY: venv up run test test-unit test-integration soak check bench lint clean
 
 venv: $(VENV)/.synced
 
@@ -29,6 +29,10 @@ test-unit: venv
 
 test-integration: venv
 	$(PY) -m pytest tests/integration
+
+# 15 minutes of load and faults on two replicas of every service; make test runs a 2-minute one.
+soak: venv
+	$(PY) -m devtools.soak --seconds 900
 
 check: venv
 	$(PY) -m pytest -q tests/unit/test_containers.py tests/unit/test_settings.py

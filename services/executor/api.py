@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from services.executor.deps import ExecutorDep, SettingsDep
@@ -41,8 +41,12 @@ async def get_outcome(proposal_id: str, executor: ExecutorDep) -> Outcome:
 
 
 @router.get("/trades", summary="Trades, newest first")
-async def get_trades(executor: ExecutorDep) -> list[Trade]:
-    return await executor.ledger.trades()
+async def get_trades(
+    executor: ExecutorDep,
+    since: Annotated[float, Query(ge=0, description="Unix seconds")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+) -> list[Trade]:
+    return await executor.ledger.trades(since=since, limit=limit)
 
 
 @router.get("/positions", summary="Open positions")

@@ -58,6 +58,8 @@ class Position(BaseModel):
     stop_loss_pct: float
     take_profit_pct: float
     time_stop_s: int
+    # Set before an exit order is sent: a retry after a crash looks that order up instead of sending another.
+    exit_key: str | None = None
 
 
 class Trade(BaseModel):
@@ -184,6 +186,12 @@ class Ledger:
             mapping={"status": "filled", "order_id": order_id, "updated_at": repr(self.clock())},
         )
         await pipe.execute()
+
+    async def mark_exiting(self, position: Position, key: str | None) -> Position:
+        """Record the exit about to be sent, so whoever finishes it finds the same order (None: none is out)."""
+        marked = position.model_copy(update={"exit_key": key})
+        await self.redis.set(self.keys.key("position", position.product_id), marked.model_dump_json())
+        return marked
 
     async def close_position(self, product_id: str, trade: Trade, outcome_of: str, status: Status) -> None:
         """The exit's trade, the position gone, the exit time for the cooldown and the outcome, together."""

@@ -4,10 +4,11 @@ proposal), following it to a terminal state, and the ledger. Exits of open posit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from typing import Literal
 
@@ -22,6 +23,7 @@ from shared.errors import RetryableError, TraderError
 from shared.exchange.client import ExchangeClient
 from shared.exchange.errors import ExchangeRejected, OrderOutcomeUnknown
 from shared.exchange.models import MarketIoc, Order, OrderConfiguration, Product
+from shared.lock import RedisLock
 from shared.proposal import Proposal
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,11 @@ RESENDS = 3
 RETRIES = 3
 RETRY_AFTER_S = 0.5
 PRODUCT_TTL_S = 60.0
+# Locks across workers and replicas (positions, buy decisions): a dead holder frees one after LOCK_S.
+LOCK_S = 15.0
+# Proposals one worker works on at once.
+IN_FLIGHT = 16
+LOCK_WAIT_S = 30.0
 
 
 def client_order_id(key: str) -> str:
@@ -71,26 +78,50 @@ class Executor:
                 raise
 
     async def work_forever(self) -> None:
-        """Read the intake stream through the group; entries a dead worker left pending are claimed first."""
+        """Read the intake stream through the group, entries a dead worker left pending first, and work on up to
+        IN_FLIGHT of them at once: a proposal stuck on a slow exchange call holds up only itself, and two for the
+        same product take turns on its position lock."""
         await self.ensure_group()
-        while True:
-            try:
-                _, claimed, _ = await self.redis.xautoclaim(
-                    self.ledger.stream, GROUP, self.consumer, min_idle_time=self.claim_idle_ms, count=10
-                )
-                entries = list(claimed)
-                if not entries:
-                    batches = await self.redis.xreadgroup(
-                        GROUP, self.consumer, {self.ledger.stream: ">"}, count=10, block=1000
-                    )
-                    entries = [entry for _, found in batches for entry in found]
-                for entry_id, fields in entries:
-                    await self.handle(entry_id, fields[b"proposal_id"].decode())
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # one bad entry or a Redis hiccup must not stop the worker; it is retried
-                log.exception("processing proposals failed; retrying")
-                await asyncio.sleep(1)
+        running: dict[bytes, asyncio.Task[None]] = {}
+        try:
+            while True:
+                try:
+                    room = IN_FLIGHT - len(running)
+                    entries = await self._next_entries(room, block_ms=200 if running else 1000) if room > 0 else []
+                    for entry_id, fields in entries:
+                        if entry_id not in running:
+                            task = asyncio.create_task(self._handle_logged(entry_id, fields[b"proposal_id"].decode()))
+                            running[entry_id] = task
+                            task.add_done_callback(lambda _, eid=entry_id: running.pop(eid, None))
+                    if running and (room <= len(entries) or not entries):
+                        await asyncio.wait(set(running.values()), timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a Redis hiccup must not stop the worker; the entries stay pending
+                    log.exception("reading proposals failed; retrying")
+                    await asyncio.sleep(1)
+        finally:
+            for task in running.values():
+                task.cancel()
+
+    async def _next_entries(self, room: int, *, block_ms: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        _, claimed, _ = await self.redis.xautoclaim(
+            self.ledger.stream, GROUP, self.consumer, min_idle_time=self.claim_idle_ms, count=room
+        )
+        if claimed:
+            return list(claimed)
+        batches = await self.redis.xreadgroup(
+            GROUP, self.consumer, {self.ledger.stream: ">"}, count=room, block=block_ms
+        )
+        return [entry for _, found in batches for entry in found]
+
+    async def _handle_logged(self, entry_id: bytes, proposal_id: str) -> None:
+        try:
+            await self.handle(entry_id, proposal_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the entry stays pending and is claimed again
+            log.exception("processing proposal %s failed; it is retried", proposal_id)
 
     async def handle(self, entry_id: bytes, proposal_id: str) -> None:
         """Process one entry; it is acknowledged only once its outcome is recorded."""
@@ -112,45 +143,95 @@ class Executor:
         await self.redis.xack(self.ledger.stream, GROUP, entry_id)
 
     async def process(self, proposal: Proposal, *, resumed: bool, received_at: float) -> None:
+        """Decide and act on a proposal under its product's lock, from its outcome as it is then: a worker that
+        claimed the same entry meanwhile (the first one was slow, not dead) finds it done and leaves it."""
         pid = proposal.proposal_id
-        book = await self.book()
-        product = await self.product(proposal.product_id)
-        decision = assess(proposal, book=book, product=product, config=self.config, now=self.clock())
-        if isinstance(decision, Rejected) and not resumed:
-            self.metrics.rejected.labels(decision.reason).inc()
-            await self.ledger.record(pid, "rejected", reason=decision.reason, detail=decision.detail)
-            log.info("proposal %s rejected: %s (%s)", pid, decision.reason, decision.detail)
-            return
-        key = f"proposal:{pid}"
-        await self.ledger.record(pid, "ordered", client_order_id=client_order_id(key))
-        if proposal.side == "SELL":
-            position = (await self.ledger.positions()).get(proposal.product_id)
-            if position is None:
-                await self.ledger.record(pid, "rejected", reason="no_position", detail="the position closed meanwhile")
+        # A buy adds to what the global limits count (trades per hour, open positions, total cost, balance): buys
+        # are decided and placed one at a time across workers and replicas; exits and sells need no such turn.
+        entries = self.lock("entries") if proposal.side == "BUY" else contextlib.nullcontext()
+        async with entries, self.lock(f"position:{proposal.product_id}"):
+            outcome = await self.ledger.outcome(pid)
+            if outcome is not None and outcome.status not in ("pending", "ordered"):
                 return
-            await self.exit(position, reason="proposal", key=key, outcome_of=pid, status="filled")
-            return
-        approved = decision if isinstance(decision, Approved) else None
-        order = await self.order(key, proposal.product_id, "BUY", approved=approved, resumed=resumed)
-        if order is None:
-            await self.ledger.record(pid, "rejected", reason="no_order", detail="no order was found or placed")
-            return
-        self.metrics.order_latency.observe(max(self.clock() - received_at, 0))
-        if order.status != "FILLED" or not order.filled_size:
-            self.metrics.orders.labels("BUY", order.status.lower()).inc()
-            await self.ledger.record(pid, "failed", reason=f"order {order.status.lower()}", order_id=order.order_id)
-            return
-        trade, position = self._bought(proposal, order)
-        await self.ledger.open_position(position, trade, pid, order.order_id)
+            resumed = resumed or (outcome is not None and outcome.status == "ordered")
+            book = await self.book()
+            product = await self.product(proposal.product_id)
+            decision = assess(proposal, book=book, product=product, config=self.config, now=self.clock())
+            if isinstance(decision, Rejected) and not resumed:
+                self.metrics.rejected.labels(decision.reason).inc()
+                await self.ledger.record(pid, "rejected", reason=decision.reason, detail=decision.detail)
+                log.info("proposal %s rejected: %s (%s)", pid, decision.reason, decision.detail)
+                return
+            key = f"proposal:{pid}"
+            await self.ledger.record(pid, "ordered", client_order_id=client_order_id(key))
+            held = (await self.ledger.positions()).get(proposal.product_id)
+            if proposal.side == "SELL":
+                if held is None:
+                    await self.ledger.record(
+                        pid, "rejected", reason="no_position", detail="the position closed meanwhile"
+                    )
+                    return
+                await self._exit_held(held, reason="proposal", key=key, outcome_of=pid, status="filled")
+                return
+            if held is not None and held.exit_key is not None:
+                raise RetryableError(f"{proposal.product_id}: the position is being exited; buying after that")
+            approved = decision if isinstance(decision, Approved) else None
+            order = await self.order(key, proposal.product_id, "BUY", approved=approved, resumed=resumed)
+            if order is None:
+                await self.ledger.record(pid, "rejected", reason="no_order", detail="no order was found or placed")
+                return
+            self.metrics.order_latency.observe(max(self.clock() - received_at, 0))
+            if order.status != "FILLED" or not order.filled_size:
+                self.metrics.orders.labels("BUY", order.status.lower()).inc()
+                await self.ledger.record(pid, "failed", reason=f"order {order.status.lower()}", order_id=order.order_id)
+                return
+            trade, position = self._bought(proposal, order)
+            await self.ledger.open_position(position, trade, pid, order.order_id)
         self.metrics.orders.labels("BUY", "filled").inc()
         self.metrics.trades.labels("BUY").inc()
 
+    @contextlib.asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        """A lock across workers and replicas, waited for: `position:<product>` for one change at a time to a
+        position (a buy adding to it, or its exit), `entries` for one buy decision at a time."""
+        lock = RedisLock(self.redis, self.ledger.keys.key("lock", name), owner=self.consumer, timeout_s=LOCK_S)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            async with lock.held() as got:
+                if got:
+                    yield
+                    return
+            if time.monotonic() > deadline:
+                raise RetryableError(f"{name} stayed locked for {LOCK_WAIT_S:.0f} s")
+            await asyncio.sleep(0.05)
+
     async def exit(self, position: Position, *, reason: str, key: str, outcome_of: str, status: str) -> None:
-        """Sell the whole position at market, under the same idempotency rules, and record the realised PnL."""
-        order = await self.order(key, position.product_id, "SELL", base_size=position.base_size, resumed=True)
+        """Sell the whole position at market, under the same idempotency rules, and record the realised PnL.
+
+        Under the product's lock, on the position as it is then: one that another worker closed meanwhile is
+        left alone, and an exit already sent (its key recorded first) is looked up rather than sent again."""
+        async with self.lock(f"position:{position.product_id}"):
+            current = (await self.ledger.positions()).get(position.product_id)
+            if current is None or current.opened_at != position.opened_at:
+                return
+            await self._exit_held(current, reason=reason, key=key, outcome_of=outcome_of, status=status)
+
+    async def _exit_held(self, position: Position, *, reason: str, key: str, outcome_of: str, status: str) -> None:
+        """The exit of a position read under its lock."""
+        if position.exit_key is None:  # a new attempt: a new order, its key recorded before it is sent
+            position = await self.ledger.mark_exiting(position, f"{key}:{uuid.uuid4().hex[:8]}")
+        await self._sell(position, reason=reason, outcome_of=outcome_of, status=status)
+
+    async def _sell(self, position: Position, *, reason: str, outcome_of: str, status: str) -> None:
+        assert position.exit_key is not None
+        order = await self.order(
+            position.exit_key, position.product_id, "SELL", base_size=position.base_size, resumed=True
+        )
         if order is None or order.status != "FILLED" or not order.filled_size:
             self.metrics.orders.labels("SELL", (order.status if order else "none").lower()).inc()
             log.warning("exit of %s did not fill (%s)", position.product_id, order.status if order else "no order")
+            if order is None or order.status in TERMINAL:  # nothing was sold: the next attempt sends a new order
+                await self.ledger.mark_exiting(position, None)
             return
         sold = trade_of(
             order, product_id=position.product_id, side="SELL", proposal_id=position.proposal_id, at=self.clock()
