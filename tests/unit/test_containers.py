@@ -287,3 +287,17 @@ def test_grafana_password_is_generated_once_and_kept_or_taken_from_the_environme
     assert chosen.returncode == 0 and (tmp_path / "admin_password").read_text() == "correct horse battery staple"
     refused = run_password_job(tmp_path, "admin")
     assert refused.returncode == 1 and "GRAFANA_ADMIN_PASSWORD" in refused.stderr
+
+
+def test_app_containers_run_as_a_non_root_user_on_a_read_only_filesystem_without_capabilities(
+    compose: dict[str, Any],
+) -> None:
+    users = re.findall(r"^USER\s+(\d+)(?::(\d+))?\s*$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert users and all(int(uid) >= 10000 for uid, _ in users), f"the image's USER is {users}"
+    for name in APP_PORTS:
+        service = compose["services"][name]
+        assert service.get("read_only") is True, f"{name}: root filesystem is writable"
+        assert "/tmp" in (service.get("tmpfs") or []), f"{name}: no tmpfs at /tmp"
+        assert service.get("cap_drop") == ["ALL"], f"{name}: capabilities kept: {service.get('cap_drop')}"
+        assert "no-new-privileges:true" in (service.get("security_opt") or []), f"{name}: may gain privileges"
+        assert "user" not in service, f"{name}: overrides the image's non-root user"
