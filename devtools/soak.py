@@ -336,7 +336,7 @@ class Soak:
     # -- load ----------------------------------------------------------------------------------------------
 
     def tradable_products(self) -> list[str]:
-        products = httpx.get(f"{self.sim}/api/v3/brokerage/market/products", timeout=30).json()["products"]
+        products = self.sim_get("/api/v3/brokerage/market/products", {}, signed=False)["products"]
         usable = [
             p
             for p in products
@@ -495,10 +495,10 @@ class Soak:
             counts["public" if endpoint in public else "private"] += done
         return counts
 
-    def private_get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+    def sim_get(self, path: str, params: dict[str, Any], *, signed: bool = True) -> dict[str, Any]:
         host = self.sim.removeprefix("http://")
         for _ in range(20):  # the simulator's faults apply to the referee too
-            headers = {"Authorization": f"Bearer {self.signer.token('GET', host, path)}"}
+            headers = {"Authorization": f"Bearer {self.signer.token('GET', host, path)}"} if signed else {}
             try:
                 answer = httpx.get(f"{self.sim}{path}", params=params, headers=headers, timeout=15)
             except httpx.HTTPError:
@@ -514,7 +514,7 @@ class Soak:
     def sim_orders(self) -> list[dict[str, Any]]:
         orders, cursor = [], ""
         while True:
-            page = self.private_get("/api/v3/brokerage/orders/historical/batch", {"limit": 1000, "cursor": cursor})
+            page = self.sim_get("/api/v3/brokerage/orders/historical/batch", {"limit": 1000, "cursor": cursor})
             orders += page["orders"]
             cursor = page.get("cursor", "")
             if not page.get("has_next"):
@@ -524,7 +524,7 @@ class Soak:
         return sum(1 for order in self.sim_orders() if order["status"] == "FILLED")
 
     def sim_balances(self) -> dict[str, Decimal]:
-        accounts = self.private_get("/api/v3/brokerage/accounts", {"limit": 250})["accounts"]
+        accounts = self.sim_get("/api/v3/brokerage/accounts", {"limit": 250})["accounts"]
         return {a["currency"]: Decimal(a["available_balance"]["value"]) + Decimal(a["hold"]["value"]) for a in accounts}
 
 

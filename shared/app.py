@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -40,13 +41,35 @@ ECHO_CHARS = 200
 _bearer = HTTPBearer(auto_error=False, description="TRADER_API_TOKEN; required on every write under /v1")
 
 
+class ErrorJSON(JSONResponse):
+    """Error bodies repeat what was sent: strict JSON whatever it held (NaN, a lone surrogate)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(_strict(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _strict(value: Any) -> Any:
+    """Non-finite numbers as text, and a lone surrogate (valid in a JSON escape, not in UTF-8) as its escape."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_strict(str(k)): _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
 def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
     """The one JSON error shape of the stack."""
-    return JSONResponse({"error": code, "message": message, "details": details or {}}, status_code=status)
+    return ErrorJSON({"error": code, "message": message, "details": details or {}}, status_code=status)
 
 
 def echo(value: Any) -> Any:
     """A bounded, JSON-safe copy of an input value for an error message."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if value is None or isinstance(value, bool | float):
         return value
     if isinstance(value, int):
@@ -70,7 +93,7 @@ def _field_name(loc: Sequence[Any]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TraderError)
     async def _trader_error(_: Request, exc: TraderError) -> JSONResponse:
-        return JSONResponse(exc.to_body(), status_code=exc.status_code)
+        return ErrorJSON(exc.to_body(), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -12,7 +12,7 @@ DenyReason = Literal["limit", "shed", "penalty"]
 
 
 class AcquireIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     endpoint: Name
     cost: int = Field(
@@ -52,7 +52,7 @@ class AcquireDenied(BaseModel):
 class PenaltyIn(BaseModel):
     """An exchange 429: close a pool (or every pool of an endpoint) for everyone until retry_after_ms."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     pool: Name | None = None
     endpoint: Name | None = None
@@ -72,7 +72,7 @@ class PenaltyOut(BaseModel):
 class LimitIn(BaseModel):
     """A pool's limit as the exchange states it; the safety margin still applies."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     rate: float = Field(gt=0, le=1_000_000)
     burst: int = Field(ge=1, le=1_000_000)

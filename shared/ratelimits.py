@@ -19,21 +19,21 @@ class Priority(StrEnum):
 class PoolLimit(BaseModel):
     """A shared budget: `rate` requests per second as the exchange states it, `burst` back to back."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     rate: float = Field(gt=0, le=1_000_000, description="requests per second (the exchange's figure)")
     burst: int = Field(ge=1, le=1_000_000, description="largest cost granted back to back")
 
 
 class EndpointLimit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     priority: Priority = Priority.NORMAL
     pools: dict[Name, Annotated[int, Field(ge=1, le=1000)]] = Field(min_length=1)
 
 
 class RateLimitConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     safety_margin_pct: float = Field(default=10, ge=0, lt=100)
     utilization_window_s: int = Field(default=10, ge=1, le=3600)

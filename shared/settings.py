@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -10,7 +11,7 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 from redis.connection import parse_url
 
 from shared.errors import ConfigError
@@ -169,6 +170,18 @@ def load_settings(settings_cls: type[S], **overrides: Any) -> S:
     """Build a service's settings, turning every validation problem into one ConfigError line."""
     try:
         return settings_cls(**overrides)
+    except SettingsError as exc:  # a list or section given in the environment that is not JSON
+        found = re.search(r'field "(\w+)"', str(exc))
+        field = (found.group(1) if found else "").upper()
+        given = sorted(
+            f"{k.lower().replace('__', '.')} = {v!r} (from environment variable {k})"
+            for k, v in os.environ.items()
+            if k == field or k.startswith(f"{field}__")
+        )
+        raise ConfigError(
+            f"{settings_cls.service_name}: invalid configuration: {'; '.join(given) or field.lower()}: a list or "
+            'section set in the environment must be JSON, e.g. UNIVERSE__QUOTE_CURRENCIES=\'["USD","USDC"]\''
+        ) from None
     except ValidationError as exc:
         config_dir = _config_dir(overrides)
         origins: dict[str, Path] = {}
@@ -197,7 +210,7 @@ def load_settings(settings_cls: type[S], **overrides: Any) -> S:
 class StageBudgets(BaseModel):
     """Seconds each stage of a cycle may take (the design note's `latency.stage_budgets.*`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     universe_build: float = Field(default=5.0, gt=0, le=600)
     market_data: float = Field(default=5.0, gt=0, le=600)
@@ -206,6 +219,6 @@ class StageBudgets(BaseModel):
 
 
 class LatencyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     stage_budgets: StageBudgets = StageBudgets()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import hypothesis
 import pytest
 import yaml
+from hypothesis import HealthCheck, Phase
 from prometheus_client import CollectorRegistry
 
 from devtools.redis_server import RedisServer, delete_prefix, free_port, redis_answers
@@ -130,3 +134,41 @@ def start_stack(tmp_path: Path, key_prefix: str) -> Iterator[StackFactory]:
     yield start
     for stack in stacks:
         stack.stop()
+
+
+def bounded_examples(max_examples: int) -> hypothesis.settings:
+    """The same few examples on every run, reported as found: each example is a real request or a real file load,
+    and shrinking would make many more."""
+    return hypothesis.settings(
+        max_examples=max_examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=(Phase.explicit, Phase.generate),
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+
+
+@contextlib.contextmanager
+def generous_ratelimit(redis_url: str, folder: Path, token: str, rate: int) -> Iterator[tuple[Stack, dict[str, Any]]]:
+    """One ratelimit process with every pool at `rate` (never waits), its own key prefix, its keys deleted after;
+    the stack and the limits it runs with."""
+    limits = yaml.safe_load((Path(__file__).parents[1] / "config" / "ratelimits.yaml").read_text())
+    for pool in limits["ratelimit"]["pools"].values():
+        pool.update(rate=rate, burst=rate)
+    (folder / "ratelimits.yaml").write_text(yaml.safe_dump(limits))
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    stack = Stack(
+        ports={name: free_port() for name in CONTRACT_PORTS},
+        redis_url=redis_url,
+        extra_env={"KEY_PREFIX": prefix, "CONFIG_DIR": str(folder), "TRADER_API_TOKEN": token},
+        log_dir=folder / "logs",
+    )
+    try:
+        stack.start(["ratelimit"])
+        stack.wait_ready()
+        yield stack, limits
+    finally:
+        stack.stop()
+        delete_prefix(redis_url, prefix)

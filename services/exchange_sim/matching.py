@@ -26,6 +26,8 @@ HUNDRED = Decimal(100)
 # Price impact of a market order: MAX_SLIPPAGE at a notional equal to the depth near the touch.
 MAX_SLIPPAGE = Decimal("0.05")
 FEE_STEP = Decimal("1e-8")
+# No size or price of any product is beyond 10^±15; past that, the increment checks cannot even be computed.
+MAX_EXPONENT = 15
 
 
 class OrderRejected(Exception):
@@ -152,6 +154,8 @@ def _decimal(config: dict[str, Any], key: str, where: str) -> Decimal | None:
         raise BadOrderRequest(f"{where}.{key} must be a decimal string, got {raw!r}") from None
     if not value.is_finite() or value <= 0:
         raise BadOrderRequest(f"{where}.{key} must be a positive decimal, got {raw!r}")
+    if value.adjusted() > MAX_EXPONENT or value.adjusted() < -MAX_EXPONENT:
+        raise BadOrderRequest(f"{where}.{key} is out of any product's range, got {raw!r}")
     return value
 
 

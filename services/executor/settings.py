@@ -9,7 +9,7 @@ from shared.settings import LatencyConfig, ServiceSettings
 
 
 class RiskConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     max_order_quote: float = Field(default=100, gt=0)
     max_position_quote: float = Field(default=250, gt=0)
@@ -25,7 +25,7 @@ class RiskConfig(BaseModel):
 
 
 class WorkerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     claim_idle_s: float = Field(default=15, gt=0, le=3600, description="a proposal a worker left this long is claimed")
     monitor_interval_s: float = Field(default=2, gt=0, le=3600, description="how often open positions are checked")

@@ -39,7 +39,7 @@ class CandleIn(BaseModel):
 
 
 class LiquidityIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     spread_bps: float = Field(ge=0, allow_inf_nan=False)
     quote_volume_24h: float = Field(ge=0, allow_inf_nan=False)
@@ -48,7 +48,7 @@ class LiquidityIn(BaseModel):
 class EvaluateIn(BaseModel):
     """Candles per product (Coinbase's candle shape, any order), optional liquidity from the universe."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     candles: dict[
         Annotated[str, Field(pattern=PRODUCT_ID_PATTERN)],

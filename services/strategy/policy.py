@@ -38,7 +38,7 @@ class Policy(BaseModel):
 class PolicyIn(BaseModel):
     """A change of profile, of threshold, or both; the threshold within 0..1."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     profile: ProfileName | None = None
     min_conviction_to_propose: float | None = Field(default=None, ge=0, le=1)

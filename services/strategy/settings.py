@@ -16,7 +16,7 @@ ProfileName = Literal["day_trader", "swing_trader", "conservative"]
 class Profile(BaseModel):
     """A trading style: how sure a trigger must be, and how a proposal is sized and protected."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     min_conviction_to_propose: float = Field(ge=0, le=1)
     quote_size: float = Field(gt=0, description="quote currency per proposal, before the executor's limits")
@@ -41,7 +41,7 @@ PROFILES: dict[ProfileName, Profile] = {
 class SignalParams(BaseModel):
     """How each signal reads the candles (bars of `strategy.granularity`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     momentum_bars: int = Field(default=12, ge=2, le=200)
     momentum_volatility_bars: int = Field(default=48, ge=5, le=299)
@@ -61,7 +61,7 @@ class ConvictionWeights(BaseModel):
     """Conviction = the weighted sum of its components (each 0..1); the weights are non-negative and sum to 1,
     so conviction is 0..1 and never falls when a component rises."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     strength: float = Field(default=0.45, ge=0, le=1)
     agreement: float = Field(default=0.3, ge=0, le=1)
@@ -80,7 +80,7 @@ class DynamicConviction(BaseModel):
     """Opt-in: every `every_trades` closed trades, tighten the threshold by `step` when the win rate is below
     `tighten_below`, loosen it when above `loosen_above`, never outside [floor, ceiling]."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = False
     every_trades: int = Field(default=10, ge=1, le=10_000)
@@ -102,7 +102,7 @@ class DynamicConviction(BaseModel):
 
 
 class StrategyConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     profile: ProfileName = "day_trader"
     # When set, overrides the profile's threshold (the design note's 0.28).

@@ -15,7 +15,7 @@ class AdaptiveTtl(BaseModel):
     24h price change of the ranked products. At or below `calm_change_pct` the TTL is `max_minutes`, at or
     above `volatile_change_pct` it is `min_minutes`, and in between it moves linearly."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = False
     min_minutes: float = Field(default=2, gt=0, le=1440)
@@ -36,7 +36,7 @@ class AdaptiveTtl(BaseModel):
 
 
 class UniverseConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     products_cache_minutes: int = Field(default=5, ge=0, le=1440, description="0 disables the cache")
     adaptive_ttl: AdaptiveTtl = AdaptiveTtl()

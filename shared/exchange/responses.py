@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -138,9 +139,11 @@ def retry_after_s(response: httpx.Response, *, now: float) -> float | None:
     retry_after = response.headers.get("retry-after")
     if retry_after:
         try:
-            return max(float(retry_after), 0.0)
+            seconds = float(retry_after)
         except ValueError:
-            pass
+            seconds = None
+        if seconds is not None:
+            return max(seconds, 0.0) if math.isfinite(seconds) else None
         try:
             return max(email.utils.parsedate_to_datetime(retry_after).timestamp() - now, 0.0)
         except (TypeError, ValueError):
@@ -150,6 +153,8 @@ def retry_after_s(response: httpx.Response, *, now: float) -> float | None:
         try:
             value = float(reset)
         except ValueError:
+            return None
+        if not math.isfinite(value):
             return None
         if value >= EPOCH_MS_THRESHOLD:
             value = value / 1000 - now

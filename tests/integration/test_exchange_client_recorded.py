@@ -9,7 +9,6 @@ import contextlib
 import json
 import random
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -24,14 +23,11 @@ import jwt
 import pytest
 import redis
 import respx
-import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from devtools.redis_server import free_port
-from devtools.stack import CONTRACT_PORTS, Stack
 from shared.errors import InvalidRequest
 from shared.exchange import (
     ApiKey,
@@ -49,6 +45,7 @@ from shared.exchange.models import Fill, LimitGtc, MarketIoc, OrderConfiguration
 from shared.exchange.responses import read_products
 from shared.quota import QuotaClient
 from shared.ratelimits import RateLimitConfig
+from tests.conftest import generous_ratelimit
 
 pytestmark = pytest.mark.integration
 
@@ -239,29 +236,13 @@ class Ratelimit:
 @pytest.fixture(scope="module")
 def ratelimit_service(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ratelimit]:
     """One ratelimit process for the module, with its own key prefix and pools too generous to ever wait."""
-    config_dir = tmp_path_factory.mktemp("config")
-    limits = yaml.safe_load(CONFIG.read_text())
-    for pool in limits["ratelimit"]["pools"].values():
-        pool.update(rate=1000, burst=1000)
-    (config_dir / "ratelimits.yaml").write_text(yaml.safe_dump(limits))
-    prefix = f"test:{uuid.uuid4().hex[:12]}:"
-    stack = Stack(
-        ports={name: free_port() for name in CONTRACT_PORTS},
-        redis_url=redis_url,
-        extra_env={"KEY_PREFIX": prefix, "CONFIG_DIR": str(config_dir), "TRADER_API_TOKEN": TOKEN},
-        log_dir=config_dir / "logs",
-    )
-    client = redis.Redis.from_url(redis_url)
-    try:
-        stack.start(["ratelimit"])
-        stack.wait_ready()
-        yield Ratelimit(stack.url("ratelimit"), RateLimitConfig.model_validate(limits["ratelimit"]), client, prefix)
-    finally:
-        stack.stop()
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    with generous_ratelimit(redis_url, tmp_path_factory.mktemp("config"), TOKEN, 1000) as (stack, limits):
+        client = redis.Redis.from_url(redis_url)
+        try:
+            config = RateLimitConfig.model_validate(limits["ratelimit"])
+            yield Ratelimit(stack.url("ratelimit"), config, client, stack.extra_env["KEY_PREFIX"])
+        finally:
+            client.close()
 
 
 @pytest.fixture
