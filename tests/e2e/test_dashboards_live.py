@@ -37,6 +37,9 @@ TRADING = {
 }
 
 
+PANEL_DEADLINE_S = 90
+
+
 @dataclass
 class Live:
     stack: Stack
@@ -108,24 +111,33 @@ def series_with_data(live: Live, expr: str) -> tuple[int, int]:
     return len(result), finite
 
 
-def test_every_dashboard_panel_returns_data_after_a_trade_and_an_exit(live: Live) -> None:
+def panel_data(live: Live) -> tuple[list[str], list[str]]:
+    """(summary rows, problems) of every panel expression over the run so far."""
     rows, empty = [], []
-    panels: dict[tuple[str, str], list[int]] = {}
     for target, expr in expressions_of_panels():
         try:
             count, finite = series_with_data(live, expr)
         except ValueError as error:
             empty.append(f"{target.where}: Prometheus refused {target.expr!r}: {error}")
             continue
-        panels.setdefault((target.dashboard, target.panel), []).append(finite)
         rows.append(f"| {target.dashboard} | {target.panel} | {target.ref} | {count} | {finite} |")
         if finite == 0:
             empty.append(f"{target.where}: no series with data for {target.expr!r} ({count} series, all NaN)")
+    return rows, empty
+
+
+def test_every_dashboard_panel_returns_data_after_a_trade_and_an_exit(live: Live) -> None:
+    # A rate or a ratio needs two scrapes with a change between them; on a loaded machine the first trade can
+    # come before that, so the stack trades on until every panel has data (or the deadline says which has none).
+    deadline = time.monotonic() + PANEL_DEADLINE_S
+    rows, empty = panel_data(live)
+    while empty and time.monotonic() < deadline:
+        time.sleep(2)
+        rows, empty = panel_data(live)
     print(f"\nafter {len(live.trades)} trades ({', '.join(str(t['side']) for t in live.trades)}):")
     print("| dashboard | panel | query | series | with data |\n|---|---|---|---:|---:|")
     print("\n".join(rows))
     assert not empty, "\n".join(empty)
-    assert all(sum(counts) for counts in panels.values())
 
 
 def test_the_design_notes_five_queries_return_data(live: Live) -> None:
