@@ -1,27 +1,70 @@
-"""Finds a Redis to use, or starts a private one from a binary on PATH or in the venv."""
+"""Finds a Redis to use, or starts a private one (or a Sentinel-watched set of them) from a binary on PATH or in
+the venv."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from devtools.process import stop_process
+from shared.redis import is_sentinel_url, parse_sentinel_url
+
+
+@contextlib.contextmanager
+def sync_client(url: str, timeout_s: float = 2.0) -> Iterator[redis.Redis]:
+    """A blocking client for any REDIS_URL the services accept (behind Sentinel: the master the sentinels name);
+    every connection it opened, to the sentinels too, is closed afterwards."""
+    if not is_sentinel_url(url):
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    target = parse_sentinel_url(url)
+    sentinel = Sentinel(
+        target.sentinels,
+        sentinel_kwargs={
+            "socket_connect_timeout": timeout_s,
+            "socket_timeout": timeout_s,
+            "password": target.sentinel_password,
+            "retry": Retry(NoBackoff(), 0),
+        },
+    )
+    master = sentinel.master_for(
+        target.service_name,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+    )
+    try:
+        yield master
+    finally:
+        master.close()
+        for node in sentinel.sentinels:
+            node.close()
 
 
 def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
-    """True when a Redis server answers PING at this URL."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    """True when a Redis server answers PING at this URL (behind Sentinel: the master the sentinels name)."""
     try:
-        return bool(client.ping())
+        with sync_client(url, timeout_s) as client:
+            return bool(client.ping())
     except (redis.RedisError, OSError):
         return False
-    finally:
-        client.close()
 
 
 def find_server_binary() -> Path | None:
@@ -39,13 +82,10 @@ def find_server_binary() -> Path | None:
 
 def delete_prefix(url: str, prefix: str) -> None:
     """Delete every key under a prefix (a test's or a benchmark's own)."""
-    client = redis.Redis.from_url(url)
-    try:
+    with sync_client(url) as client:
         keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
         if keys:
             client.delete(*keys)
-    finally:
-        client.close()
 
 
 def free_port() -> int:
@@ -57,7 +97,15 @@ def free_port() -> int:
 class RedisServer:
     """A private Redis server process on 127.0.0.1, with AOF persistence in its own folder."""
 
-    def __init__(self, *, port: int, data_dir: Path, binary: Path | None = None, aof: bool = True):
+    def __init__(
+        self,
+        *,
+        port: int,
+        data_dir: Path,
+        binary: Path | None = None,
+        aof: bool = True,
+        extra_args: tuple[str, ...] = (),
+    ):
         found = binary or find_server_binary()
         if found is None:
             raise RuntimeError(
@@ -68,6 +116,7 @@ class RedisServer:
         self.port = port
         self.data_dir = data_dir
         self.aof = aof
+        self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -92,6 +141,7 @@ class RedisServer:
             "yes",
             "--loglevel",
             "warning",
+            *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
@@ -112,3 +162,181 @@ class RedisServer:
         if self.process.stderr:
             self.process.stderr.close()
         self.process = None
+
+
+class RedisSentinelCluster:
+    """A master, its replicas and the sentinels watching them, each a real process on a free port of 127.0.0.1 in a
+    folder of its own: enough to fail over for real (kill the master, the sentinels promote a replica).
+
+    `url` is the `redis+sentinel://` URL the services take in REDIS_URL.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        replicas: int = 1,
+        sentinels: int = 3,
+        quorum: int = 2,
+        master_name: str = "mymaster",
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+        binary: Path | None = None,
+    ):
+        if replicas < 1 or sentinels < quorum or quorum < 1:
+            raise ValueError("a failover needs a replica, and at least `quorum` (1 or more) sentinels")
+        self.binary = binary or find_server_binary()
+        if self.binary is None:
+            raise RuntimeError("no redis-server (or embedded valkey-server) binary to start a Sentinel cluster with")
+        self.data_dir = data_dir
+        self.master_name = master_name
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        master_port = free_port()
+        self.servers = [RedisServer(port=master_port, data_dir=data_dir / "master", binary=self.binary, aof=False)]
+        for i in range(replicas):
+            self.servers.append(
+                RedisServer(
+                    port=free_port(),
+                    data_dir=data_dir / f"replica{i + 1}",
+                    binary=self.binary,
+                    aof=False,
+                    extra_args=("--replicaof", "127.0.0.1", str(master_port)),
+                )
+            )
+        self.sentinel_ports = [free_port() for _ in range(sentinels)]
+        self.sentinel_processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.master_name}/0"
+
+    def server(self, port: int) -> RedisServer:
+        return next(server for server in self.servers if server.port == port)
+
+    def start(self, timeout_s: float = 30.0) -> RedisSentinelCluster:
+        deadline = time.monotonic() + timeout_s
+        try:
+            for server in self.servers:
+                server.start(timeout_s=max(deadline - time.monotonic(), 1))
+            for server in self.servers[1:]:
+                self._wait(deadline, f"replica on {server.port} in sync", lambda s=server: self._in_sync(s.port))
+            for port in self.sentinel_ports:
+                self.sentinel_processes.append(self._start_sentinel(port))
+            # Every sentinel must know the replicas and the other sentinels before a failover can be agreed on.
+            self._wait(deadline, "sentinels to see each other and the replicas", self._sentinels_ready)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_sentinel(self, port: int) -> subprocess.Popen[bytes]:
+        folder = self.data_dir / f"sentinel{port}"
+        folder.mkdir(parents=True, exist_ok=True)
+        master = self.servers[0].port
+        conf = folder / "sentinel.conf"  # sentinel rewrites it with what it learns, so it is a file of its own
+        conf.write_text(
+            "\n".join(
+                [
+                    "bind 127.0.0.1",
+                    f"port {port}",
+                    f"dir {folder.resolve()}",
+                    f"logfile {(folder / 'sentinel.log').resolve()}",
+                    f"sentinel monitor {self.master_name} 127.0.0.1 {master} {self.quorum}",
+                    f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}",
+                    f"sentinel failover-timeout {self.master_name} {self.failover_timeout_ms}",
+                    f"sentinel parallel-syncs {self.master_name} 1",
+                    "",
+                ]
+            )
+        )
+        return subprocess.Popen(
+            [str(self.binary), str(conf.resolve()), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def _wait(self, deadline: float, what: str, check: Callable[[], bool]) -> None:
+        while time.monotonic() < deadline:
+            dead = [p.args for p in self.sentinel_processes if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"a sentinel exited at start: {dead}; its log: {self.sentinel_logs()}")
+            try:
+                if check():
+                    return
+            except (redis.RedisError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"timed out waiting for {what}; sentinel logs: {self.sentinel_logs()}")
+
+    @staticmethod
+    def _in_sync(port: int) -> bool:
+        with sync_client(f"redis://127.0.0.1:{port}/0", 0.5) as client:
+            return client.info("replication").get("master_link_status") == "up"
+
+    def _sentinels_ready(self) -> bool:
+        for port in self.sentinel_ports:
+            with sync_client(f"redis://127.0.0.1:{port}/0", 0.5) as sentinel:
+                state = sentinel.sentinel_master(self.master_name)
+                if state["num-other-sentinels"] < len(self.sentinel_ports) - 1:
+                    return False
+                if state["num-slaves"] < len(self.servers) - 1:
+                    return False
+                sentinel.sentinel_ckquorum(self.master_name)  # raises unless a quorum and a majority are reachable
+        return True
+
+    def master_addresses(self) -> list[tuple[str, int] | None]:
+        """The master's address as each sentinel names it now (None: that sentinel did not answer)."""
+        addresses: list[tuple[str, int] | None] = []
+        for port in self.sentinel_ports:
+            try:
+                with sync_client(f"redis://127.0.0.1:{port}/0", 0.5) as sentinel:
+                    found = sentinel.sentinel_get_master_addr_by_name(self.master_name)
+            except (redis.RedisError, OSError):
+                found = None
+            addresses.append(
+                (found[0].decode() if isinstance(found[0], bytes) else found[0], int(found[1])) if found else None
+            )
+        return addresses
+
+    @property
+    def master_port(self) -> int:
+        """The master's port as the sentinels agree on it now."""
+        named = {address for address in self.master_addresses() if address is not None}
+        if len(named) != 1:
+            raise RuntimeError(f"the sentinels do not agree on the master: {named}")
+        return next(iter(named))[1]
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the server on this port: no shutdown, no last save, its connections simply drop."""
+        server = self.server(port)
+        if server.process is not None and server.process.poll() is None:
+            server.process.send_signal(signal.SIGKILL)
+            server.process.wait()
+
+    def wait_for_failover(self, old_port: int, timeout_s: float = 30.0) -> int:
+        """Poll every sentinel until all of them name a master other than `old_port`; that master's port."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            addresses = self.master_addresses()
+            ports = {address[1] for address in addresses if address is not None}
+            if None not in addresses and len(ports) == 1 and old_port not in ports:
+                return ports.pop()
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"no failover within {timeout_s}s: sentinels name {self.master_addresses()}; logs: {self.sentinel_logs()}"
+        )
+
+    def sentinel_logs(self, lines: int = 30) -> dict[int, list[str]]:
+        logs = {}
+        for port in self.sentinel_ports:
+            path = self.data_dir / f"sentinel{port}" / "sentinel.log"
+            logs[port] = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else []
+        return logs
+
+    def stop(self) -> None:
+        for process in self.sentinel_processes:
+            stop_process(process)
+        self.sentinel_processes.clear()
+        for server in self.servers:
+            server.stop()

@@ -17,6 +17,7 @@ from fastapi.security import HTTPBearer
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.errors import TraderError
@@ -113,6 +114,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             message = f"no route {request.method} {request.url.path}"
         return error_response(exc.status_code, code, message)
+
+    @app.exception_handler(RedisError)
+    async def _redis_down(request: Request, exc: RedisError) -> JSONResponse:
+        # Redis restarting or failing over: the caller may try again in a moment
+        log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(503, "unavailable", f"Redis is unavailable ({type(exc).__name__}); try again shortly")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from redis.connection import parse_url
 
 from shared.errors import ConfigError
+from shared.redis import is_sentinel_url, parse_sentinel_url
 
 REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
@@ -132,10 +133,19 @@ class ServiceSettings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, url: str) -> str:
+        if is_sentinel_url(url):
+            try:
+                parse_sentinel_url(url)
+            except ValueError as exc:
+                raise ValueError(f"invalid Sentinel URL: {exc}") from None
+            return url
         try:
             parse_url(url)
         except ValueError as exc:
-            raise ValueError(f"expected redis://host:port/db, rediss://... or unix:///path.sock ({exc})") from None
+            raise ValueError(
+                "expected redis://host:port/db, rediss://..., unix:///path.sock or "
+                f"redis+sentinel://host1:26379,host2:26379/<master name>/<db> ({exc})"
+            ) from None
         return url
 
     @field_validator("trader_api_token", "trader_operator_token")
