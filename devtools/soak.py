@@ -41,9 +41,10 @@ AUTH = {"Authorization": f"Bearer {DEV_API_TOKEN}"}
 PRIVATE_PER_S, PUBLIC_PER_S = 30, 10
 READY_WITHIN_S = 10.0
 RATELIMIT_OUTAGE_S = 30.0
-# One proposal every 2 s on top of the strategy's: more than a strategy makes, less than the executor's buy
-# decisions (one at a time, across replicas) can take when one exchange call in ten fails.
-DRIVE_EVERY_S = 2.0
+# One proposal every 4 s on top of the strategy's: more than a strategy makes, and within what the executor's buy
+# decisions (one at a time, across replicas) can take when one exchange call in ten fails (a hanging one costs
+# the client's 10 s timeout).
+DRIVE_EVERY_S = 4.0
 SIM_ENV = {
     "SIM_SPEED": str(SIM_SPEED),
     # Coinbase-like latency, and one call in ten failing: half 5xx, half hanging until the client gives up.

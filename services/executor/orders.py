@@ -149,7 +149,8 @@ class Executor:
         # A buy adds to what the global limits count (trades per hour, open positions, total cost, balance): buys
         # are decided and placed one at a time across workers and replicas; exits and sells need no such turn.
         entries = self.lock("entries") if proposal.side == "BUY" else contextlib.nullcontext()
-        async with entries, self.lock(f"position:{proposal.product_id}"):
+        # The product's lock first: a buy waiting for an exit of its product does not hold up every other buy.
+        async with self.lock(f"position:{proposal.product_id}"), entries:
             outcome = await self.ledger.outcome(pid)
             if outcome is not None and outcome.status not in ("pending", "ordered"):
                 return
