@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 
-.PHONY: venv up run test test-unit test-integration soak check bench lint clean
+.PHONY: venv up run test test-unit test-integration soak check helm-check bench lint clean
 
 venv: $(VENV)/.synced
 
@@ -29,6 +29,11 @@ test-unit: venv
 
 test-integration: venv
 	$(PY) -m pytest tests/integration
+
+# The Helm chart linted, rendered for every scenario and validated offline (helm fetched into .tools/).
+helm-check: venv
+	$(PY) -m devtools.helm lint
+	$(PY) -m pytest -q tests/k8s
 
 # 15 minutes of load and faults on two replicas of every service; make test runs a 2-minute one.
 soak: venv

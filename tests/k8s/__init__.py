@@ -1,0 +1,1 @@
+"""The Helm chart under deploy/helm/trader-stack, rendered and validated offline."""
