@@ -33,22 +33,9 @@ def sync_client(url: str, timeout_s: float = 2.0) -> Iterator[redis.Redis]:
             client.close()
         return
     target = parse_sentinel_url(url)
-    sentinel = Sentinel(
-        target.sentinels,
-        sentinel_kwargs={
-            "socket_connect_timeout": timeout_s,
-            "socket_timeout": timeout_s,
-            "password": target.sentinel_password,
-            "retry": Retry(NoBackoff(), 0),
-        },
-    )
+    sentinel = Sentinel(target.sentinels, sentinel_kwargs=target.sentinel_kwargs(timeout_s, Retry(NoBackoff(), 0)))
     master = sentinel.master_for(
-        target.service_name,
-        db=target.db,
-        username=target.username,
-        password=target.password,
-        socket_connect_timeout=timeout_s,
-        socket_timeout=timeout_s,
+        target.service_name, **target.login(), socket_connect_timeout=timeout_s, socket_timeout=timeout_s
     )
     try:
         yield master

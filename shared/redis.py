@@ -38,6 +38,22 @@ class SentinelURL:
     password: str | None = field(default=None, repr=False)
     sentinel_password: str | None = field(default=None, repr=False)
 
+    def sentinel_kwargs(self, timeout_s: float, retry: Any) -> dict[str, Any]:
+        """Options of the connections to the sentinels; `retry` is the sync or asyncio Retry of the client.
+
+        One try per sentinel per question: a dead sentinel is skipped at once rather than retried with backoff
+        (redis-py's default for a plain client), so the master is still found through the others."""
+        return {
+            "socket_connect_timeout": timeout_s,
+            "socket_timeout": timeout_s,
+            "password": self.sentinel_password,
+            "retry": retry,
+        }
+
+    def login(self) -> dict[str, Any]:
+        """The master's db and credentials, for `master_for`."""
+        return {"db": self.db, "username": self.username, "password": self.password}
+
 
 def is_sentinel_url(url: str) -> bool:
     return url.partition("://")[0].lower() in SENTINEL_SCHEMES and "://" in url
@@ -125,25 +141,8 @@ def create_redis(url: str, *, max_connections: int = 64, timeout_s: float = 2.0)
     if not is_sentinel_url(url):
         return Redis.from_url(url, **options)
     target = parse_sentinel_url(url)
-    sentinel = Sentinel(
-        target.sentinels,
-        # One try per sentinel per question: a dead sentinel is skipped at once rather than retried with backoff
-        # (redis-py's default for a plain client), so the master is still found through the others.
-        sentinel_kwargs={
-            "socket_connect_timeout": timeout_s,
-            "socket_timeout": timeout_s,
-            "password": target.sentinel_password,
-            "retry": Retry(NoBackoff(), 0),
-        },
-    )
-    return sentinel.master_for(
-        target.service_name,
-        redis_class=SentinelRedis,
-        db=target.db,
-        username=target.username,
-        password=target.password,
-        **options,
-    )
+    sentinel = Sentinel(target.sentinels, sentinel_kwargs=target.sentinel_kwargs(timeout_s, Retry(NoBackoff(), 0)))
+    return sentinel.master_for(target.service_name, redis_class=SentinelRedis, **target.login(), **options)
 
 
 class KeySpace:

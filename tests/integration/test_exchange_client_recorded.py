@@ -54,7 +54,6 @@ HOST = "127.0.0.1:8010"
 API = f"{BASE}/api/v3/brokerage"
 NOW = 1_700_000_000
 KEY_NAME = "organizations/org-1/apiKeys/key-1"
-CONFIG = Path(__file__).parents[2] / "config" / "ratelimits.yaml"
 TOKEN = "test-token"
 
 # Recorded answers in Coinbase's documented shapes: numbers are strings, candles newest first.

@@ -19,7 +19,6 @@ import typing
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -69,7 +68,6 @@ pytestmark = pytest.mark.integration
 BASE = "http://127.0.0.1:8010"
 API = f"{BASE}/api/v3/brokerage"
 NOW = 1_700_000_000
-CONFIG = Path(__file__).parents[2] / "config" / "ratelimits.yaml"
 TOKEN = "fuzz-test-token"
 MAX_EXAMPLES = 25
 
