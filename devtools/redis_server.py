@@ -3,6 +3,7 @@ the venv."""
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import shutil
 import signal
@@ -151,7 +152,69 @@ class RedisServer:
         self.process = None
 
 
-class RedisSentinelCluster:
+class SentinelWatched(abc.ABC):
+    """What a set of sentinels on 127.0.0.1 says about the master they watch; `sentinel_ports` and `master_name`
+    are the subclass's."""
+
+    sentinel_ports: list[int]
+    master_name: str
+
+    @property
+    def url(self) -> str:
+        """The `redis+sentinel://` URL the services take in REDIS_URL."""
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{self.master_name}/0"
+
+    def master_addresses(self) -> list[tuple[str, int] | None]:
+        """The master's address as each sentinel names it now (None: that sentinel did not answer)."""
+        addresses: list[tuple[str, int] | None] = []
+        for port in self.sentinel_ports:
+            try:
+                with sync_client(f"redis://127.0.0.1:{port}/0", 0.5) as sentinel:
+                    found = sentinel.sentinel_get_master_addr_by_name(self.master_name)
+            except (redis.RedisError, OSError):
+                found = None
+            addresses.append(
+                (found[0].decode() if isinstance(found[0], bytes) else found[0], int(found[1])) if found else None
+            )
+        return addresses
+
+    def _agreed_master(self) -> int | None:
+        """The master's port when a majority of the sentinels answer and all that answer name the same one."""
+        answers = [address for address in self.master_addresses() if address is not None]
+        ports = {address[1] for address in answers}
+        return ports.pop() if len(answers) > len(self.sentinel_ports) // 2 and len(ports) == 1 else None
+
+    @property
+    def master_port(self) -> int:
+        """The master's port as the sentinels (a majority answering) agree on it now."""
+        port = self._agreed_master()
+        if port is None:
+            raise RuntimeError(f"the sentinels do not agree on the master: {self.master_addresses()}")
+        return port
+
+    def wait_for_failover(self, old_port: int, timeout_s: float = 30.0) -> int:
+        """Poll the sentinels until those answering (a majority) all name a master other than `old_port`; its port."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            port = self._agreed_master()
+            if port is not None and port != old_port:
+                return port
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"no failover within {timeout_s}s: sentinels name {self.master_addresses()}; logs: {self.sentinel_logs()}"
+        )
+
+    @abc.abstractmethod
+    def kill(self, port: int) -> None:
+        """SIGKILL the Redis server on `port` (and whatever else goes down with it)."""
+
+    @abc.abstractmethod
+    def sentinel_logs(self, lines: int = 30) -> dict[int, list[str]]:
+        """The last lines each sentinel logged, by its port."""
+
+
+class RedisSentinelCluster(SentinelWatched):
     """A master, its replicas and the sentinels watching them, each a real process on a free port of 127.0.0.1 in a
     folder of its own: enough to fail over for real (kill the master, the sentinels promote a replica).
 
@@ -194,11 +257,6 @@ class RedisSentinelCluster:
             )
         self.sentinel_ports = [free_port() for _ in range(sentinels)]
         self.sentinel_processes: list[subprocess.Popen[bytes]] = []
-
-    @property
-    def url(self) -> str:
-        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
-        return f"redis+sentinel://{hosts}/{self.master_name}/0"
 
     def server(self, port: int) -> RedisServer:
         return next(server for server in self.servers if server.port == port)
@@ -272,47 +330,12 @@ class RedisSentinelCluster:
                 sentinel.sentinel_ckquorum(self.master_name)  # raises unless a quorum and a majority are reachable
         return True
 
-    def master_addresses(self) -> list[tuple[str, int] | None]:
-        """The master's address as each sentinel names it now (None: that sentinel did not answer)."""
-        addresses: list[tuple[str, int] | None] = []
-        for port in self.sentinel_ports:
-            try:
-                with sync_client(f"redis://127.0.0.1:{port}/0", 0.5) as sentinel:
-                    found = sentinel.sentinel_get_master_addr_by_name(self.master_name)
-            except (redis.RedisError, OSError):
-                found = None
-            addresses.append(
-                (found[0].decode() if isinstance(found[0], bytes) else found[0], int(found[1])) if found else None
-            )
-        return addresses
-
-    @property
-    def master_port(self) -> int:
-        """The master's port as the sentinels agree on it now."""
-        named = {address for address in self.master_addresses() if address is not None}
-        if len(named) != 1:
-            raise RuntimeError(f"the sentinels do not agree on the master: {named}")
-        return next(iter(named))[1]
-
     def kill(self, port: int) -> None:
         """SIGKILL the server on this port: no shutdown, no last save, its connections simply drop."""
         server = self.server(port)
         if server.process is not None and server.process.poll() is None:
             server.process.send_signal(signal.SIGKILL)
             server.process.wait()
-
-    def wait_for_failover(self, old_port: int, timeout_s: float = 30.0) -> int:
-        """Poll every sentinel until all of them name a master other than `old_port`; that master's port."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            addresses = self.master_addresses()
-            ports = {address[1] for address in addresses if address is not None}
-            if None not in addresses and len(ports) == 1 and old_port not in ports:
-                return ports.pop()
-            time.sleep(0.05)
-        raise RuntimeError(
-            f"no failover within {timeout_s}s: sentinels name {self.master_addresses()}; logs: {self.sentinel_logs()}"
-        )
 
     def sentinel_logs(self, lines: int = 30) -> dict[int, list[str]]:
         logs = {}

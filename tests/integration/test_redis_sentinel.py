@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from devtools.redis_server import RedisSentinelCluster, redis_answers, sync_client
+from devtools.chart_pods import FAST_FAILOVER, ChartSentinelPods
+from devtools.redis_server import RedisSentinelCluster, SentinelWatched, redis_answers, sync_client
 from devtools.stack import Stack
 from services.executor.ledger import INTAKE_LUA
 from services.ratelimit.gcra import ACQUIRE_LUA
@@ -35,13 +36,19 @@ PROMOTION_S = 20.0  # kill -> a replica promoted (down-after 1 s, then the vote 
 RECOVERY_S = 15.0  # promotion -> every service working again
 
 
-@pytest.fixture
-def cluster() -> Iterator[RedisSentinelCluster]:
-    """1 master + 1 replica + 3 sentinels (quorum 2, master down after 1 s), in a folder removed afterwards."""
+@pytest.fixture(params=["processes", "chart"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[SentinelWatched]:
+    """processes: 1 master + 1 replica + 3 sentinels; chart: the Helm chart's three Redis + Sentinel pods
+    (devtools/chart_pods.py; killing the master loses its pod's sentinel too). Quorum 2, master down after 1 s."""
     with tempfile.TemporaryDirectory(prefix="sentinel-") as folder:
-        sentinels = RedisSentinelCluster(
-            data_dir=Path(folder), replicas=1, sentinels=3, quorum=2, down_after_ms=1000, failover_timeout_ms=3000
-        ).start()
+        sentinels: RedisSentinelCluster | ChartSentinelPods
+        if request.param == "chart":
+            sentinels = ChartSentinelPods(folder=Path(folder), values=FAST_FAILOVER)
+        else:
+            sentinels = RedisSentinelCluster(
+                data_dir=Path(folder), replicas=1, sentinels=3, quorum=2, down_after_ms=1000, failover_timeout_ms=3000
+            )
+        sentinels.start()
         try:
             yield sentinels
         finally:
@@ -89,7 +96,7 @@ def scripts_on(port: int) -> dict[str, bool]:
 
 
 def test_quota_cache_and_the_executor_stream_follow_a_sentinel_failover(
-    cluster: RedisSentinelCluster, start_stack: StackFactory, key_prefix: str
+    cluster: SentinelWatched, start_stack: StackFactory, key_prefix: str
 ) -> None:
     assert redis_answers(cluster.url)  # the devtools' blocking client takes the same URL
     stack = start_stack(cluster.url, names=SERVICES, extra_env=ENV)
@@ -200,7 +207,8 @@ def test_quota_cache_and_the_executor_stream_follow_a_sentinel_failover(
     assert all(scripts_now.values())  # whatever the new master lacked, the services loaded on NOSCRIPT
 
     print(
-        f"\nsentinel failover: master :{old} SIGKILLed, replica :{new} promoted after {promoted_at - killed_at:.2f} s"
+        f"\nsentinel failover ({type(cluster).__name__}): master :{old} SIGKILLed,"
+        f" replica :{new} promoted after {promoted_at - killed_at:.2f} s"
         f"\nLua scripts cached: old master {scripts_before}, new master at promotion {scripts_at_promotion}"
         f" and at the end {scripts_now}"
         f"\nanswers while waiting for the promotion: { {name: dict(seen) for name, seen in outage.items()} }"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import shlex
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,12 +29,13 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = helm.CHART
-SCENARIOS = ("sim", "live", "external-redis")
+SCENARIOS = ("sim", "live", "external-redis", "sentinel")
 # Every scenario rendered as is, plus the default one on a cluster with the Prometheus operator.
 RUNS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sim": ("sim", ()),
     "live": ("live", ()),
     "external-redis": ("external-redis", ()),
+    "sentinel": ("sentinel", ()),
     "sim+prometheus-operator": ("sim", ("--api-versions", "monitoring.coreos.com/v1")),
 }
 # The chart's kubeVersion floor and the newest schemas kubernetes-validate bundles.
@@ -244,7 +247,16 @@ def test_live_with_given_credentials_makes_the_secret_and_uses_coinbase() -> Non
     [
         (("--set", "bogus=1"), "additional properties 'bogus' not allowed"),
         (("--set", "services.ratelimit.bogus=1"), "additional properties 'bogus' not allowed"),
-        (("--set", "redis.mode=sentinel"), "value must be one of 'standalone', 'external'"),
+        (("--set", "redis.mode=cluster"), "value must be one of 'standalone', 'sentinel', 'external'"),
+        (("--set", "redis.mode=sentinel", "--set", "redis.sentinel.replicas=2"), "/redis/sentinel/replicas"),
+        (
+            ("--set", "redis.mode=sentinel", "--set", "redis.sentinel.quorum=4"),
+            "redis.sentinel.quorum=4 is more than redis.sentinel.replicas=3",
+        ),
+        (
+            ("--set", "redis.mode=sentinel", "--set", "redis.sentinel.minReplicasToWrite=3"),
+            "redis.sentinel.minReplicasToWrite=3 needs that many replicas",
+        ),
         (("--set", "exchange.mode=paper"), "value must be one of 'sim', 'live'"),
         (("--set", "redis.mode=external"), "redis.mode=external needs redis.external.url"),
         (("--set", "redis.mode=external", "--set", "redis.external.url=http://x"), "/redis/external/url"),
@@ -316,6 +328,8 @@ def test_every_service_gets_exactly_the_contract_environment(
             assert ref["name"] == (values["secrets"]["existingSecret"] or "trader-trader-stack")
         if values["redis"]["mode"] == "standalone":
             assert env["REDIS_URL"]["value"] == f"redis://{service_names['redis']}:6379/0"
+        elif values["redis"]["mode"] == "sentinel":
+            assert env["REDIS_URL"]["value"] == sentinel_url(docs), "the services must ask every pod's sentinel"
         else:
             assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] == "REDIS_URL", (
                 "an external URL may hold a password"
@@ -418,6 +432,61 @@ def test_in_chart_redis_persists_with_appendonly_on_a_volume_claim(rendered: dic
     assert sts["spec"]["serviceName"] == service["metadata"]["name"]
 
 
+def sentinel_url(docs: list[dict[str, Any]]) -> str:
+    """The URL naming each in-chart Sentinel pod by its stable DNS name, as the services must get it."""
+    (sts,) = by_kind(docs, "StatefulSet")
+    name, service = sts["metadata"]["name"], sts["spec"]["serviceName"]
+    hosts = ",".join(f"{name}-{i}.{service}.trader.svc.cluster.local:26379" for i in range(sts["spec"]["replicas"]))
+    return f"redis+sentinel://{hosts}/mymaster/0"
+
+
+def test_in_chart_sentinel_runs_redis_and_sentinel_in_each_of_three_pods_from_the_chart_scripts(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["sentinel"]
+    (sts,) = by_kind(docs, "StatefulSet")
+    spec = sts["spec"]
+    assert spec["replicas"] == 3 and spec["podManagementPolicy"] == "Parallel"
+    pod = spec["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    assert containers["redis"]["command"] == ["sh", "/scripts/redis.sh"]
+    assert containers["sentinel"]["command"] == ["sh", "/scripts/sentinel.sh"]
+    assert containers["redis"]["readinessProbe"]["exec"]["command"] == ["sh", "/scripts/ready.sh"]
+    assert containers["redis"]["env"] == containers["sentinel"]["env"]
+    env = {e["name"]: e.get("value") for e in containers["redis"]["env"]}
+    assert env["QUORUM"] == "2" and env["MASTER_NAME"] == "mymaster" and env["MIN_REPLICAS_TO_WRITE"] == "1"
+    assert sentinel_url(docs).removeprefix("redis+sentinel://").split("/")[0] == env["SENTINEL_NODES"].replace(" ", ",")
+    for container in containers.values():
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["data"]["mountPath"] == env["DATA_DIR"] == "/data"  # the sentinel's config beside the data
+        assert mounts["scripts"]["mountPath"] == "/scripts" and mounts["scripts"]["readOnly"] is True
+    (scripts,) = [c for c in by_kind(docs, "ConfigMap") if c["metadata"]["name"].endswith("-redis-scripts")]
+    expected = {p.name: p.read_text() for p in sorted((CHART / "files" / "redis").glob("*.sh"))}
+    assert scripts["data"] == expected
+    assert "checksum/scripts" in spec["template"]["metadata"]["annotations"], "a script change must roll the pods"
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "4Gi"
+    (spread,) = pod["topologySpreadConstraints"]
+    assert spread["whenUnsatisfiable"] == "DoNotSchedule", "two Redis pods on one node: losing it loses the quorum"
+    (service,) = [s for s in by_kind(docs, "Service") if component(s) == "redis"]
+    assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"redis": 6379, "sentinel": 26379}
+    assert spec["serviceName"] == service["metadata"]["name"]
+    (pdb,) = [p for p in by_kind(docs, "PodDisruptionBudget") if component(p) == "redis"]
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": spec["selector"]}
+
+
+def test_the_redis_pods_scripts_are_clean_posix_sh() -> None:
+    scripts = sorted((CHART / "files" / "redis").glob("*.sh"))
+    assert scripts
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    result = subprocess.run(
+        [str(shellcheck), "--shell=sh", "--external-sources", "--source-path=SCRIPTDIR", *map(str, scripts)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_external_redis_takes_the_sentinel_url_from_a_secret_and_runs_no_redis(
     rendered: dict[str, list[dict[str, Any]]],
 ) -> None:
@@ -472,6 +541,11 @@ def test_network_policies_deny_ingress_but_what_the_urls_and_monitoring_need(
     if values["redis"]["mode"] == "standalone":
         (rule,) = per_component["redis"]["spec"]["ingress"]
         assert _peer_components(rule) == set(running) and rule["ports"] == [{"port": "redis", "protocol": "TCP"}]
+    elif values["redis"]["mode"] == "sentinel":
+        # the services reach the sentinels and the master; the pods replicate from and vote with each other
+        (rule,) = per_component["redis"]["spec"]["ingress"]
+        assert _peer_components(rule) == set(running) | {"redis"}
+        assert rule["ports"] == [{"port": "redis", "protocol": "TCP"}, {"port": "sentinel", "protocol": "TCP"}]
     else:
         assert "redis" not in per_component
 

@@ -107,6 +107,56 @@ app.kubernetes.io/part-of: trader-stack
 {{- printf "%s-redis" (include "trader.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* host:port of each in-chart Sentinel-mode pod's Redis (port 6379) or Sentinel (26379), by ordinal, space-separated.
+Call with (dict "root" $ "port" 6379). */}}
+{{- define "trader.redisNodes" -}}
+{{- $root := .root }}
+{{- $name := include "trader.redisName" $root }}
+{{- $nodes := list }}
+{{- range $i := until (int $root.Values.redis.sentinel.replicas) }}
+{{- $nodes = append $nodes (printf "%s-%d.%s.%s.svc.%s:%v" $name $i $name $root.Release.Namespace $root.Values.clusterDomain $.port) }}
+{{- end }}
+{{- join " " $nodes }}
+{{- end }}
+
+{{/* The REDIS_URL every service gets for the in-chart Redis (external: from a Secret, see deployments.yaml). */}}
+{{- define "trader.redisUrl" -}}
+{{- if eq .Values.redis.mode "sentinel" }}
+{{- printf "redis+sentinel://%s/%s/0" (include "trader.redisNodes" (dict "root" . "port" 26379) | replace " " ",") .Values.redis.sentinel.masterName }}
+{{- else }}
+{{- printf "redis://%s:6379/0" (include "trader.redisName" .) }}
+{{- end }}
+{{- end }}
+
+{{/* The environment of files/redis/*.sh in each Sentinel-mode pod. */}}
+{{- define "trader.redisScriptEnv" -}}
+{{- $s := .Values.redis.sentinel -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: REDIS_NODES
+  value: {{ include "trader.redisNodes" (dict "root" . "port" 6379) | quote }}
+- name: SENTINEL_NODES
+  value: {{ include "trader.redisNodes" (dict "root" . "port" 26379) | quote }}
+- name: MASTER_NAME
+  value: {{ $s.masterName | quote }}
+- name: QUORUM
+  value: {{ $s.quorum | quote }}
+- name: DOWN_AFTER_MS
+  value: {{ $s.downAfterMilliseconds | quote }}
+- name: FAILOVER_TIMEOUT_MS
+  value: {{ $s.failoverTimeoutMilliseconds | quote }}
+- name: PARALLEL_SYNCS
+  value: {{ $s.parallelSyncs | quote }}
+- name: MIN_REPLICAS_TO_WRITE
+  value: {{ $s.minReplicasToWrite | quote }}
+- name: MIN_REPLICAS_MAX_LAG
+  value: {{ $s.minReplicasMaxLagSeconds | quote }}
+- name: DATA_DIR
+  value: /data
+{{- end }}
+
 {{- define "trader.configName" -}}
 {{- printf "%s-config" (include "trader.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -171,6 +221,15 @@ stop with one clear line.
 {{- if eq .Values.redis.mode "external" }}
   {{- if not (or .Values.redis.external.url .Values.redis.external.existingSecret) }}
     {{- fail "redis.mode=external needs redis.external.url (redis://, rediss:// or redis+sentinel://host1:26379,host2:26379/mymaster/0) or redis.external.existingSecret" }}
+  {{- end }}
+{{- end }}
+{{- if eq .Values.redis.mode "sentinel" }}
+  {{- $s := .Values.redis.sentinel }}
+  {{- if gt (int $s.quorum) (int $s.replicas) }}
+    {{- fail (printf "redis.sentinel.quorum=%v is more than redis.sentinel.replicas=%v: no failover could ever be agreed on" $s.quorum $s.replicas) }}
+  {{- end }}
+  {{- if ge (int $s.minReplicasToWrite) (int $s.replicas) }}
+    {{- fail (printf "redis.sentinel.minReplicasToWrite=%v needs that many replicas besides the master, but redis.sentinel.replicas=%v pods make at most %d" $s.minReplicasToWrite $s.replicas (sub (int $s.replicas) 1)) }}
   {{- end }}
 {{- end }}
 {{- $contract := list "PORT" "BIND_HOST" "REDIS_URL" "RATELIMIT_URL" "UNIVERSE_URL" "STRATEGY_URL" "EXECUTOR_URL" "EXCHANGE_API_URL" "TRADER_API_TOKEN" "TRADER_OPERATOR_TOKEN" "TRADING_MODE" "CONFIG_DIR" "LOG_LEVEL" "KEY_PREFIX" "SIM_SPEED" "SIM_SEED" "COINBASE_API_KEY_NAME" "COINBASE_API_KEY_SECRET" "COINBASE_API_KEY_FILE" }}

@@ -1,0 +1,148 @@
+"""The chart's in-chart Redis Sentinel (redis.mode=sentinel) run as its pods would run: the rendered containers'
+commands, scripts and environment as real redis-server and Sentinel processes (devtools/chart_pods.py). A pod's
+node is lost by SIGKILLing both its containers; it comes back with its data folder, as with its PVC."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from devtools.chart_pods import FAST_FAILOVER, ChartSentinelPods
+from devtools.redis_server import sync_client
+
+pytestmark = pytest.mark.integration
+
+PROMOTION_S = 20.0
+WRITES_BACK_S = 15.0
+
+
+@pytest.fixture
+def pods(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ChartSentinelPods]:
+    marker = request.node.get_closest_marker("chart_values")
+    values = FAST_FAILOVER + (tuple(marker.args) if marker else ())
+    started = ChartSentinelPods(folder=tmp_path, values=values).start()
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def decisions(pods: ChartSentinelPods, index: int) -> list[str]:
+    """What pod `index`'s redis.sh decided at each of its starts."""
+    return [line for line in pods.log(index, "redis").splitlines() if "redis.sh: starting" in line]
+
+
+def write_until_accepted(url: str, key: str, timeout_s: float = WRITES_BACK_S) -> float:
+    """SET through the services' URL until the master takes it and a replica acknowledges it; seconds it took."""
+    start = time.monotonic()
+    errors: set[str] = set()
+    while time.monotonic() - start < timeout_s:
+        try:
+            with sync_client(url, 1.0) as client:
+                client.set(key, "1")
+                if client.wait(1, 1000) >= 1:
+                    return time.monotonic() - start
+        except (redis.RedisError, OSError) as exc:
+            errors.add(type(exc).__name__ + ": " + str(exc)[:80])
+        time.sleep(0.1)
+    raise AssertionError(f"no write accepted within {timeout_s}s: {errors}")
+
+
+def read(port: int, key: str) -> bytes | None:
+    with sync_client(f"redis://127.0.0.1:{port}/0", 1.0) as client:
+        value = client.get(key)
+    return value if isinstance(value, bytes) else None
+
+
+def test_a_new_install_elects_the_first_pod_and_the_services_url_finds_it(pods: ChartSentinelPods) -> None:
+    first = pods.pods[0]
+    assert pods.master_port == first.redis_port
+    assert "first pod" in pods.log(0, "sentinel") and "as the master" in decisions(pods, 0)[-1]
+    for pod in pods.pods[1:]:
+        role = pods.role(pod)
+        assert (
+            role["role"] == "slave" and role["master_port"] == first.redis_port and role["master_link_status"] == "up"
+        )
+    # The URL the chart gives every service lists each pod's sentinel and the chart's master name.
+    assert pods.chart_url.startswith("redis+sentinel://trader-trader-stack-redis-0.trader-trader-stack-redis.trader.")
+    assert pods.chart_url.endswith(f"/{pods.master_name}/0") and pods.chart_url.count(":26379") == len(pods.pods)
+    write_until_accepted(pods.url, "chart:new-install")
+    for pod in pods.pods:
+        assert read(pod.redis_port, "chart:new-install") == b"1"
+        with sync_client(f"redis://127.0.0.1:{pod.redis_port}/0") as client:
+            config = client.config_get("appendonly") | client.config_get("dir")
+        assert config == {"appendonly": "yes", "dir": str(pod.data_dir)}, "the AOF is not on the pod's volume"
+
+
+def test_losing_the_masters_node_promotes_a_replica_and_the_pod_returns_as_its_replica(
+    pods: ChartSentinelPods,
+) -> None:
+    old = pods.master_port
+    write_until_accepted(pods.url, "chart:before")
+    killed = time.monotonic()
+    pods.kill(old)
+    new = pods.wait_for_failover(old, timeout_s=PROMOTION_S)
+    promoted = time.monotonic() - killed
+    assert new in {p.redis_port for p in pods.pods[1:]}
+    writes_back = write_until_accepted(pods.url, "chart:after")
+    assert read(new, "chart:before") == b"1", "a write a replica acknowledged before the kill was lost"
+
+    # The StatefulSet brings the pod back with its volume: it must follow the new master, not lead a second one.
+    pods.start_pod(0)
+    pods.wait_whole()
+    assert decisions(pods, 0)[-1].endswith(f"as a replica of localhost:{new}"), decisions(pods, 0)
+    role = pods.role(pods.pods[0])
+    assert role["role"] == "slave" and role["master_port"] == new
+    assert pods.master_port == new
+    assert read(pods.pods[0].redis_port, "chart:after") == b"1"
+    print(
+        f"\nchart's Sentinel pods: master pod 0 lost, pod {pods.pod_of(new).index} promoted after {promoted:.2f} s,"
+        f" writes through the services' URL accepted {writes_back:.2f} s later; pod 0 back as its replica"
+    )
+
+
+def test_every_pod_restarting_at_once_keeps_the_last_master_and_its_data(pods: ChartSentinelPods) -> None:
+    old = pods.master_port
+    pods.kill(old)
+    last = pods.wait_for_failover(old, timeout_s=PROMOTION_S)
+    pods.start_pod(0)
+    pods.wait_whole()
+    write_until_accepted(pods.url, "chart:kept")
+
+    for pod in pods.pods:  # the whole set lost at once: a zone outage, or every node drained together
+        pods.kill_pod(pod.index)
+    for pod in pods.pods:
+        pods.start_pod(pod.index)
+    pods.wait_whole()
+    assert pods.master_port == last, "the pods chose another master than the last one: its writes would be lost"
+    for pod in pods.pods:
+        assert read(pod.redis_port, "chart:kept") == b"1", f"pod {pod.index} lost the data"
+        if pod.redis_port != last:
+            assert decisions(pods, pod.index)[-1].endswith(f"as a replica of localhost:{last}")
+    write_until_accepted(pods.url, "chart:after-restart")
+
+
+@pytest.mark.chart_values("redis.sentinel.minReplicasMaxLagSeconds=1")
+def test_a_master_cut_off_from_its_replicas_refuses_writes(pods: ChartSentinelPods) -> None:
+    master = pods.master_port
+    for pod in pods.pods:
+        if pod.redis_port != master:
+            pods.kill_pod(pod.index)
+    deadline = time.monotonic() + 10
+    refused = None
+    while refused is None and time.monotonic() < deadline:
+        try:
+            with sync_client(f"redis://127.0.0.1:{master}/0", 1.0) as client:
+                client.set("chart:alone", "1")
+            time.sleep(0.2)
+        except redis.ResponseError as exc:
+            refused = str(exc)
+    assert refused is not None and refused.startswith("NOREPLICAS"), refused
+    assert read(master, "chart:alone") in (None, b"1")  # reads still answer
+
+    pods.start_pod(1 if pods.pods[1].redis_port != master else 2)
+    write_until_accepted(f"redis://127.0.0.1:{master}/0", "chart:alone")
