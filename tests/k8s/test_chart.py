@@ -23,6 +23,7 @@ import yaml
 from honcho.environ import parse_procfile
 
 from devtools import helm
+from shared.redis import parse_sentinel_url
 from tests.unit.test_containers import APP_PORTS, CONTRACT_ENV, OPTIONAL_ENV, SERVICE_ENV
 
 pytestmark = pytest.mark.integration
@@ -260,6 +261,21 @@ def test_live_with_given_credentials_makes_the_secret_and_uses_coinbase() -> Non
         (("--set", "exchange.mode=paper"), "value must be one of 'sim', 'live'"),
         (("--set", "redis.mode=external"), "redis.mode=external needs redis.external.url"),
         (("--set", "redis.mode=external", "--set", "redis.external.url=http://x"), "/redis/external/url"),
+        (
+            ("--set", "redis.mode=external", "--set", "redis.external.sentinel.hosts={s1:26379}"),
+            "redis.external.sentinel.hosts needs redis.external.sentinel.masterName",
+        ),
+        (
+            (
+                "--values",
+                str(helm.ci_values("external-redis")),
+                "--set",
+                "redis.external.sentinel.hosts={s1:26379}",
+                "--set",
+                "redis.external.sentinel.masterName=m",
+            ),
+            "redis.external.url and redis.external.sentinel.hosts both given",
+        ),
         (("--set", "services.universe.env.PORT=1"), "the chart sets PORT itself"),
         (("--set", "services.executor.resources=null"), "resources"),
     ],
@@ -500,6 +516,22 @@ def test_external_redis_takes_the_sentinel_url_from_a_secret_and_runs_no_redis(
         (env,) = [e for e in container["env"] if e["name"] == "REDIS_URL"]
         ref = env["valueFrom"]["secretKeyRef"]
         assert base64.b64decode(secrets[ref["name"]]["data"][ref["key"]]).decode() == url
+
+
+def test_external_sentinel_hosts_and_master_name_become_the_services_url() -> None:
+    docs = render(
+        None, "--set", "redis.mode=external",
+        "--set", "redis.external.sentinel.hosts={s1.example:26379,[fd00::2]:26380}",
+        "--set", "redis.external.sentinel.masterName=prod", "--set", "redis.external.sentinel.db=3",
+    )  # fmt: skip
+    secrets = {s["metadata"]["name"]: s for s in by_kind(docs, "Secret")}
+    for deployment in deployments(docs).values():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        (env,) = [e for e in container["env"] if e["name"] == "REDIS_URL"]
+        ref = env["valueFrom"]["secretKeyRef"]
+        url = base64.b64decode(secrets[ref["name"]]["data"][ref["key"]]).decode()
+        assert url == "redis+sentinel://s1.example:26379,[fd00::2]:26380/prod/3"
+        assert parse_sentinel_url(url).sentinels == (("s1.example", 26379), ("fd00::2", 26380))
 
 
 # --- network policies ------------------------------------------------------------------------------------------------

@@ -119,6 +119,16 @@ Call with (dict "root" $ "port" 6379). */}}
 {{- join " " $nodes }}
 {{- end }}
 
+{{/* An external Redis's URL: redis.external.url, else one built from redis.external.sentinel's hosts and master. */}}
+{{- define "trader.externalRedisUrl" -}}
+{{- $e := .Values.redis.external }}
+{{- if $e.url }}
+{{- $e.url }}
+{{- else if $e.sentinel.hosts }}
+{{- printf "redis+sentinel://%s/%s/%v" (join "," $e.sentinel.hosts) $e.sentinel.masterName $e.sentinel.db }}
+{{- end }}
+{{- end }}
+
 {{/* The REDIS_URL every service gets for the in-chart Redis (external: from a Secret, see deployments.yaml). */}}
 {{- define "trader.redisUrl" -}}
 {{- if eq .Values.redis.mode "sentinel" }}
@@ -219,8 +229,15 @@ stop with one clear line.
   {{- end }}
 {{- end }}
 {{- if eq .Values.redis.mode "external" }}
-  {{- if not (or .Values.redis.external.url .Values.redis.external.existingSecret) }}
-    {{- fail "redis.mode=external needs redis.external.url (redis://, rediss:// or redis+sentinel://host1:26379,host2:26379/mymaster/0) or redis.external.existingSecret" }}
+  {{- $e := .Values.redis.external }}
+  {{- if and $e.sentinel.hosts (not $e.sentinel.masterName) }}
+    {{- fail "redis.external.sentinel.hosts needs redis.external.sentinel.masterName: the name the sentinels monitor the master by" }}
+  {{- end }}
+  {{- if and $e.url $e.sentinel.hosts }}
+    {{- fail "redis.external.url and redis.external.sentinel.hosts both given: set one" }}
+  {{- end }}
+  {{- if not (or $e.url $e.existingSecret $e.sentinel.hosts) }}
+    {{- fail "redis.mode=external needs redis.external.url (redis://, rediss:// or redis+sentinel://host1:26379,host2:26379/mymaster/0), redis.external.sentinel.hosts with its masterName, or redis.external.existingSecret" }}
   {{- end }}
 {{- end }}
 {{- if eq .Values.redis.mode "sentinel" }}
