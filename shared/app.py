@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -132,16 +133,32 @@ async def _check_redis(app: FastAPI) -> None:
 
 
 EXCHANGE_TIME_PATH = "/api/v3/brokerage/time"
+# The exchange's success is remembered this long: a probe every few seconds per pod would otherwise spend the
+# exchange's public budget (10/s per IP) outside the quota, a share that grows with every replica.
+EXCHANGE_CHECK_MAX_AGE_S = 30.0
 
 
-def dependency_check(name: str, url: str, path: str = "/healthz") -> tuple[str, ReadinessCheck]:
-    """A readiness check that another service (or the exchange, on its time path) answers."""
+def dependency_check(
+    name: str, url: str, path: str = "/healthz", *, max_age_s: float = 0.0, clock: Callable[[], float] = time.monotonic
+) -> tuple[str, ReadinessCheck]:
+    """A readiness check that another service (or the exchange, on its time path) answers; with `max_age_s`, a
+    success stands for that long before the dependency is asked again (a failure is asked again at once, so a
+    service comes ready as soon as its dependency does)."""
+    answered_at: list[float] = []
 
     async def check(app: FastAPI) -> None:
+        if answered_at and clock() - answered_at[0] < max_age_s:
+            return
         response = await app.state.http.get(f"{url.rstrip('/')}{path}", timeout=READINESS_TIMEOUT_S)
         response.raise_for_status()
+        answered_at[:] = [clock()]
 
     return name, check
+
+
+def exchange_check(url: str) -> tuple[str, ReadinessCheck]:
+    """The readiness check that the exchange answers on its time path, asked at most every 30 s."""
+    return dependency_check("exchange", url, EXCHANGE_TIME_PATH, max_age_s=EXCHANGE_CHECK_MAX_AGE_S)
 
 
 async def _run_check(app: FastAPI, check: ReadinessCheck) -> str:

@@ -15,7 +15,7 @@ from services.executor.ledger import Ledger, closed_summary
 from services.executor.metrics import ExecutorMetrics
 from services.executor.orders import Executor, watch_positions
 from services.executor.settings import ExecutorSettings
-from shared.app import EXCHANGE_TIME_PATH, build_app, dependency_check
+from shared.app import build_app, dependency_check, exchange_check
 from shared.exchange.factory import api_key, create_exchange_client
 from shared.quota import default_client_id
 from shared.redis import KeySpace
@@ -76,6 +76,6 @@ def create_app(settings: ExecutorSettings | None = None, registry: CollectorRegi
         operator_routes=("POST /v1/halt", "POST /v1/resume"),
         checks=[
             dependency_check("ratelimit", settings.ratelimit_url),
-            dependency_check("exchange", settings.exchange_api_url, EXCHANGE_TIME_PATH),
+            exchange_check(settings.exchange_api_url),
         ],
     )

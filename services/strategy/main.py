@@ -15,7 +15,7 @@ from services.strategy.cycle import CycleRunner, lead_forever
 from services.strategy.metrics import StrategyMetrics
 from services.strategy.policy import PolicyStore
 from services.strategy.settings import StrategySettings
-from shared.app import EXCHANGE_TIME_PATH, build_app, dependency_check
+from shared.app import build_app, dependency_check, exchange_check
 from shared.exchange.factory import api_key, create_exchange_client
 from shared.lock import RedisLock
 from shared.quota import default_client_id
@@ -72,6 +72,6 @@ def create_app(settings: StrategySettings | None = None, registry: CollectorRegi
             dependency_check("ratelimit", settings.ratelimit_url),
             dependency_check("universe", settings.universe_url),
             dependency_check("executor", settings.executor_url),
-            dependency_check("exchange", settings.exchange_api_url, EXCHANGE_TIME_PATH),
+            exchange_check(settings.exchange_api_url),
         ],
     )

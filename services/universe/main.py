@@ -19,7 +19,7 @@ from services.universe.cache import ProductCache
 from services.universe.filters import products_ttl_s, screen
 from services.universe.metrics import UniverseMetrics
 from services.universe.settings import UniverseSettings
-from shared.app import EXCHANGE_TIME_PATH, build_app, dependency_check
+from shared.app import build_app, dependency_check, exchange_check
 from shared.errors import TraderError
 from shared.exchange.factory import api_key, create_exchange_client
 from shared.exchange.responses import read_products
@@ -102,6 +102,6 @@ def create_app(settings: UniverseSettings | None = None, registry: CollectorRegi
         operator_routes=("POST /v1/cache/invalidate",),
         checks=[
             dependency_check("ratelimit", settings.ratelimit_url),
-            dependency_check("exchange", settings.exchange_api_url, EXCHANGE_TIME_PATH),
+            exchange_check(settings.exchange_api_url),
         ],
     )

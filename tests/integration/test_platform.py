@@ -61,6 +61,23 @@ def test_dependent_readiness_checks_reach_the_other_services(redis_url: str, sta
     assert body["details"]["failing"] == ["universe"]
 
 
+def test_readiness_probes_do_not_spend_the_exchanges_public_budget(redis_url: str, start_stack: StackFactory) -> None:
+    """A kubelet probes /readyz every few seconds per pod; the exchange's answer is remembered for 30 s, so the
+    probes of three services x many replicas do not become calls on the exchange's 10/s, outside the quota."""
+    stack = start_stack(redis_url, names=["ratelimit", "exchange_sim", "universe", "executor"])
+    sim = stack.url("exchange_sim")
+
+    def time_calls() -> int:
+        return int(httpx.get(f"{sim}/sim/stats").json()["endpoints"]["server_time"]["requests"])
+
+    before = time_calls()
+    assert before >= 2, "coming ready, each service asked the exchange once"
+    for _ in range(20):
+        for name in ("universe", "executor"):
+            assert httpx.get(f"{stack.url(name)}/readyz").json()["checks"]["exchange"] == "ok"
+    assert time_calls() - before <= 2, "40 probes asked the exchange more than once per service"
+
+
 def test_readyz_follows_redis_down_and_back_without_restart(
     private_redis: RedisServer, start_stack: StackFactory
 ) -> None:

@@ -6,7 +6,9 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from types import SimpleNamespace
 
+import httpx
 import pytest
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
@@ -14,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
 
 from services.ratelimit.settings import RatelimitSettings
-from shared.app import build_app
+from shared.app import build_app, dependency_check
 from shared.errors import NotFound
 from shared.logging import JsonFormatter
 from shared.settings import DEV_API_TOKEN, load_settings
@@ -184,3 +186,28 @@ def test_docs_are_served_without_internet(client: TestClient) -> None:
     assert local and all(asset.startswith("/") for asset in local), assets
     for asset in local:
         assert client.get(asset).status_code == 200, asset
+
+
+async def test_a_dependency_check_remembers_a_success_for_its_max_age_and_asks_again_after_a_failure() -> None:
+    calls: list[str] = []
+    answers = iter([200, 200, 503, 200])
+
+    def exchange(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(next(answers))
+
+    now = [0.0]
+    _, check = dependency_check("exchange", "http://exchange", "/time", max_age_s=30, clock=lambda: now[0])
+    app = SimpleNamespace(state=SimpleNamespace(http=httpx.AsyncClient(transport=httpx.MockTransport(exchange))))
+    await check(app)  # asked
+    now[0] = 29.9
+    await check(app)  # remembered
+    assert calls == ["/time"]
+    now[0] = 30.0
+    await check(app)  # asked again
+    now[0] = 61.0
+    with pytest.raises(httpx.HTTPStatusError):
+        await check(app)
+    await check(app)  # a failure is not remembered: asked at once, and answers
+    assert len(calls) == 4
+    await app.state.http.aclose()
