@@ -55,6 +55,7 @@ bench: venv
 	$(PY) -m bench.strategy
 	$(PY) -m bench.strategy_calls
 	$(PY) -m bench.executor
+	$(PY) -m bench.scaling
 
 lint: venv
 	$(VENV)/bin/ruff check .
