@@ -229,6 +229,17 @@ class ChartSentinelPods(SentinelWatched):
         ports = {p.redis_port for p in running}
         return all(not r["is_sdown"] and r["master-link-status"] == "ok" for r in replicas if r["port"] in ports)
 
+    def stop_pod(self, index: int) -> None:
+        """Stop pod `index` as the kubelet does: each container's preStop hook, then SIGTERM."""
+        pod = self.pods[index]
+        for name, container in self.containers.items():
+            hook = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
+            if hook:
+                subprocess.run(self.command(name, hook), env=self.environment(pod, name), timeout=60, check=False,
+                               stdout=pod.logs[name], stderr=pod.logs[name])  # fmt: skip
+        for process in pod.processes.values():
+            stop_process(process)
+
     def kill(self, port: int) -> None:
         """Lose the node of the pod whose Redis is on `port`: SIGKILL both its containers."""
         self.kill_pod(self.pod_of(port).index)

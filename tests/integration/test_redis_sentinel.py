@@ -119,7 +119,7 @@ def test_quota_cache_and_the_executor_stream_follow_a_sentinel_failover(
     old = cluster.master_port
     with sync_client(f"redis://127.0.0.1:{old}/0") as master:
         master.set(f"{key_prefix}sentinel:replicated", "1")
-        assert master.wait(1, 1000) == 1, "the replica did not acknowledge the writes before the kill"
+        assert master.wait(1, 1000) >= 1, "no replica acknowledged the writes before the kill"
     scripts_before = scripts_on(old)
 
     outage: dict[str, Counter[str]] = {name: Counter() for name in ("ratelimit", "universe", "executor")}

@@ -255,6 +255,10 @@ def test_live_with_given_credentials_makes_the_secret_and_uses_coinbase() -> Non
             "redis.sentinel.quorum=4 is more than redis.sentinel.replicas=3",
         ),
         (
+            ("--set", "redis.mode=sentinel", "--set", "redis.persistence.enabled=false"),
+            "redis.mode=sentinel needs redis.persistence.enabled",
+        ),
+        (
             ("--set", "redis.mode=sentinel", "--set", "redis.sentinel.minReplicasToWrite=3"),
             "redis.sentinel.minReplicasToWrite=3 needs that many replicas",
         ),
@@ -482,8 +486,10 @@ def test_in_chart_sentinel_runs_redis_and_sentinel_in_each_of_three_pods_from_th
     assert "checksum/scripts" in spec["template"]["metadata"]["annotations"], "a script change must roll the pods"
     (claim,) = spec["volumeClaimTemplates"]
     assert claim["spec"]["resources"]["requests"]["storage"] == "4Gi"
-    (spread,) = pod["topologySpreadConstraints"]
-    assert spread["whenUnsatisfiable"] == "DoNotSchedule", "two Redis pods on one node: losing it loses the quorum"
+    (anti,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert anti["topologyKey"] == "kubernetes.io/hostname", "two Redis pods on one node: losing it loses the quorum"
+    assert anti["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
+    assert containers["redis"]["lifecycle"]["preStop"]["exec"]["command"] == ["sh", "/scripts/prestop.sh"]
     (service,) = [s for s in by_kind(docs, "Service") if component(s) == "redis"]
     assert service["spec"]["clusterIP"] == "None" and service["spec"]["publishNotReadyAddresses"] is True
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"redis": 6379, "sentinel": 26379}

@@ -87,7 +87,6 @@ def test_losing_the_masters_node_promotes_a_replica_and_the_pod_returns_as_its_r
     pods.kill(old)
     new = pods.wait_for_failover(old, timeout_s=PROMOTION_S)
     promoted = time.monotonic() - killed
-    assert new in {p.redis_port for p in pods.pods[1:]}
     writes_back = write_until_accepted(pods.url, "chart:after")
     assert read(new, "chart:before") == b"1", "a write a replica acknowledged before the kill was lost"
 
@@ -105,25 +104,56 @@ def test_losing_the_masters_node_promotes_a_replica_and_the_pod_returns_as_its_r
     )
 
 
-def test_every_pod_restarting_at_once_keeps_the_last_master_and_its_data(pods: ChartSentinelPods) -> None:
+def failed_over(pods: ChartSentinelPods, key: str) -> int:
+    """Lose pod 0 (the master of a new install), wait for the promotion, write `key` acknowledged by a replica."""
     old = pods.master_port
     pods.kill(old)
-    last = pods.wait_for_failover(old, timeout_s=PROMOTION_S)
-    pods.start_pod(0)
-    pods.wait_whole()
-    write_until_accepted(pods.url, "chart:kept")
+    new = pods.wait_for_failover(old, timeout_s=PROMOTION_S)
+    write_until_accepted(pods.url, key)
+    return new
 
+
+def test_a_pod_that_slept_through_a_failover_and_starts_first_does_not_bring_its_old_master_back(
+    pods: ChartSentinelPods,
+) -> None:
+    last = failed_over(pods, "chart:kept")
+    for pod in pods.pods[1:]:  # then the others are lost too: pod 0's sentinel still thinks pod 0 leads
+        pods.kill_pod(pod.index)
+    pods.start_pod(0)
+    time.sleep(3)
+    for pod in pods.pods[1:]:
+        pods.start_pod(pod.index)
+    pods.wait_whole()
+    assert pods.master_port == last, "the old master led again: the writes after the failover are lost"
+    for pod in pods.pods:
+        assert read(pod.redis_port, "chart:kept") == b"1", f"pod {pod.index} lost a write a replica acknowledged"
+    assert decisions(pods, 0)[-1].endswith(f"as a replica of localhost:{last}"), decisions(pods, 0)
+
+
+def test_every_pod_restarting_at_once_keeps_the_last_master_and_its_data(pods: ChartSentinelPods) -> None:
+    last = failed_over(pods, "chart:kept")
     for pod in pods.pods:  # the whole set lost at once: a zone outage, or every node drained together
         pods.kill_pod(pod.index)
     for pod in pods.pods:
         pods.start_pod(pod.index)
     pods.wait_whole()
-    assert pods.master_port == last, "the pods chose another master than the last one: its writes would be lost"
+    masters = [p.index for p in pods.pods if pods.role(p)["role"] == "master"]
+    assert masters == [pods.pod_of(last).index], f"masters now: {masters}"
+    assert pods.master_port == last
     for pod in pods.pods:
         assert read(pod.redis_port, "chart:kept") == b"1", f"pod {pod.index} lost the data"
-        if pod.redis_port != last:
-            assert decisions(pods, pod.index)[-1].endswith(f"as a replica of localhost:{last}")
     write_until_accepted(pods.url, "chart:after-restart")
+
+
+def test_a_master_stopped_for_an_update_hands_its_role_over_first(pods: ChartSentinelPods) -> None:
+    old = pods.master_port
+    write_until_accepted(pods.url, "chart:before-update")
+    pods.stop_pod(pods.pod_of(old).index)  # preStop, then SIGTERM, as the kubelet does
+    assert "asked" in pods.log(0, "redis") and "to fail over" in pods.log(0, "redis")
+    new = pods.master_port
+    assert new != old, "the master stopped before a replica took over"
+    assert read(new, "chart:before-update") == b"1"
+    write_until_accepted(pods.url, "chart:during-update")
 
 
 @pytest.mark.chart_values("redis.sentinel.minReplicasMaxLagSeconds=1")
@@ -132,17 +162,20 @@ def test_a_master_cut_off_from_its_replicas_refuses_writes(pods: ChartSentinelPo
     for pod in pods.pods:
         if pod.redis_port != master:
             pods.kill_pod(pod.index)
+    refused_key, refused = "", ""
     deadline = time.monotonic() + 10
-    refused = None
-    while refused is None and time.monotonic() < deadline:
+    for i in range(1000):
+        if time.monotonic() > deadline:
+            break
         try:
             with sync_client(f"redis://127.0.0.1:{master}/0", 1.0) as client:
-                client.set("chart:alone", "1")
+                client.set(f"chart:alone:{i}", "1")
             time.sleep(0.2)
         except redis.ResponseError as exc:
-            refused = str(exc)
-    assert refused is not None and refused.startswith("NOREPLICAS"), refused
-    assert read(master, "chart:alone") in (None, b"1")  # reads still answer
+            refused_key, refused = f"chart:alone:{i}", str(exc)
+            break
+    assert refused.startswith("NOREPLICAS"), f"the lone master kept taking writes: {refused!r}"
+    assert read(master, refused_key) is None, "the refused write was applied"
 
-    pods.start_pod(1 if pods.pods[1].redis_port != master else 2)
-    write_until_accepted(f"redis://127.0.0.1:{master}/0", "chart:alone")
+    pods.start_pod(next(p.index for p in pods.pods if p.redis_port != master))
+    write_until_accepted(f"redis://127.0.0.1:{master}/0", "chart:alone:back")

@@ -245,6 +245,9 @@ stop with one clear line.
   {{- if gt (int $s.quorum) (int $s.replicas) }}
     {{- fail (printf "redis.sentinel.quorum=%v is more than redis.sentinel.replicas=%v: no failover could ever be agreed on" $s.quorum $s.replicas) }}
   {{- end }}
+  {{- if not .Values.redis.persistence.enabled }}
+    {{- fail "redis.mode=sentinel needs redis.persistence.enabled: a master that came back with an empty volume would be followed by its replicas and wipe them, and each sentinel keeps its state on the volume" }}
+  {{- end }}
   {{- if ge (int $s.minReplicasToWrite) (int $s.replicas) }}
     {{- fail (printf "redis.sentinel.minReplicasToWrite=%v needs that many replicas besides the master, but redis.sentinel.replicas=%v pods make at most %d" $s.minReplicasToWrite $s.replicas (sub (int $s.replicas) 1)) }}
   {{- end }}

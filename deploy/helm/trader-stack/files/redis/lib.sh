@@ -29,28 +29,49 @@ my_sentinel=$(nth "$index" $SENTINEL_NODES)
 first=$(nth 0 $REDIS_NODES)
 sentinel_conf=$DATA_DIR/sentinel/sentinel.conf
 
-# ask_sentinel HOST:PORT: the master's host:port as that sentinel names it, or nothing.
+# ask_sentinel HOST:PORT: "<config epoch> <master host:port>" as that sentinel knows the master, or nothing.
 ask_sentinel() {
-  answer=$(timeout 3 redis-cli -h "$(host_of "$1")" -p "$(port_of "$1")" --raw \
-    sentinel get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | tr -d '\r' | tr '\n' ' ') || return 0
-  # shellcheck disable=SC2086 # split into host and port
-  set -- $answer
-  [ "$#" -eq 2 ] || return 0
-  case $2 in '' | *[!0-9]*) return 0 ;; esac
-  printf '%s:%s\n' "$1" "$2"
+  timeout 3 redis-cli -h "$(host_of "$1")" -p "$(port_of "$1")" --raw sentinel master "$MASTER_NAME" 2>/dev/null |
+    tr -d '\r' | awk 'NR % 2 == 1 { key = $0; next } { v[key] = $0 }
+      END { if (v["ip"] != "" && v["port"] ~ /^[0-9]+$/ && v["config-epoch"] ~ /^[0-9]+$/)
+              print v["config-epoch"], v["ip"] ":" v["port"] }' || true
 }
 
-# current_master: host:port of the master. What most of the sentinels that answer say; with none answering (a new
-# install, or every pod restarting at once), what this pod's sentinel last wrote to its config on the data volume
-# (Sentinel rewrites it at every failover, so it names the last master it knew); with neither, the first pod.
-current_master() {
+# ask_sentinels: one line per sentinel that answers.
+ask_sentinels() {
   # shellcheck disable=SC2086
-  voted=$(for s in $SENTINEL_NODES; do ask_sentinel "$s"; done | sort | uniq -c | sort -rn | head -n 1)
-  if [ -n "$voted" ]; then
-    # shellcheck disable=SC2086 # split into count and address
-    set -- $voted
-    log "the sentinels ($1 agreeing) name $2 as master"
-    printf '%s\n' "$2"
+  for s in $SENTINEL_NODES; do ask_sentinel "$s"; done
+}
+
+# newest ANSWERS: the master of the answer with the highest config epoch (the latest failover any of them saw).
+newest() { printf '%s\n' "$1" | sort -k1,1nr | head -n 1 | cut -d ' ' -f 2; }
+
+# shellcheck disable=SC2086
+sentinel_count=$(printf '%s\n' $SENTINEL_NODES | wc -l)
+
+# current_master [wait]: host:port of the master. With `wait`, until a majority of the sentinels answer (up to
+# MASTER_WAIT_S, 60 s): the one named in the answer with the highest config epoch, so a sentinel that slept through
+# a failover cannot bring an old master back. Without a majority in time, what the sentinels that do answer say;
+# with none answering, what this pod's sentinel last wrote to its config on the data volume; with neither (a new
+# install), the first pod.
+current_master() {
+  deadline=$(($(date +%s) + ${MASTER_WAIT_S:-60}))
+  while :; do
+    answers=$(ask_sentinels)
+    count=$(printf '%s\n' "$answers" | grep -c . || true)
+    if [ "$count" -gt $((sentinel_count / 2)) ]; then
+      log "$count of $sentinel_count sentinels answer; the newest of them names $(newest "$answers")"
+      newest "$answers"
+      return
+    fi
+    if [ "${1:-}" != wait ] || [ "$(date +%s)" -ge "$deadline" ]; then
+      break
+    fi
+    sleep 1
+  done
+  if [ "$count" -gt 0 ]; then
+    log "only $count of $sentinel_count sentinels answer; the newest of them names $(newest "$answers")"
+    newest "$answers"
     return
   fi
   if [ -f "$sentinel_conf" ]; then

@@ -1,0 +1,23 @@
+#!/bin/sh
+# preStop of the redis container: a master about to stop (a rolling update, a drain) first hands its role to a
+# replica through the other pods' sentinels, so no write lands on it while the failover would race its return.
+set -eu
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+
+is_master() { timeout 2 redis-cli -p "$(port_of "$me")" info replication | tr -d '\r' | grep -qx 'role:master'; }
+
+is_master || exit 0
+# shellcheck disable=SC2086
+for s in $SENTINEL_NODES; do
+  [ "$s" = "$my_sentinel" ] && continue
+  if timeout 3 redis-cli -h "$(host_of "$s")" -p "$(port_of "$s")" sentinel failover "$MASTER_NAME" | grep -qx OK; then
+    log "asked $s to fail over before this master stops"
+    break
+  fi
+done
+i=0
+while [ "$i" -lt 20 ] && is_master; do
+  sleep 1
+  i=$((i + 1))
+done
