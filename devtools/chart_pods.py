@@ -27,7 +27,6 @@ from devtools.redis_server import SentinelWatched, free_port, sync_client
 
 SCENARIO = "sentinel"
 SCRIPTS_MOUNT = "/scripts"
-DATA_MOUNT = "/data"
 LOCAL_HOST = "localhost"
 # Values for tests: a master judged down after 1 s, so a failover takes seconds; the rest as the chart renders it.
 FAST_FAILOVER = ("redis.sentinel.downAfterMilliseconds=1000", "redis.sentinel.failoverTimeoutMilliseconds=3000")
