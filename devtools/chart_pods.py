@@ -206,7 +206,8 @@ class ChartSentinelPods(SentinelWatched):
         return next(p for p in self.pods if p.redis_port == redis_port)
 
     def wait_whole(self, timeout_s: float = 30.0) -> None:
-        """Until every running pod is ready and each running sentinel sees the others and every replica."""
+        """Until every running pod is ready and each running sentinel sees the others and every replica, synced and
+        promotable."""
         deadline = time.monotonic() + timeout_s
         running = [p for p in self.pods if p.running]
         while time.monotonic() < deadline:
@@ -226,7 +227,11 @@ class ChartSentinelPods(SentinelWatched):
             sentinel.sentinel_ckquorum(self.master_name)
             replicas = sentinel.sentinel_slaves(self.master_name)
         ports = {p.redis_port for p in running}
-        return all(not r["is_sdown"] and r["master-link-status"] == "ok" for r in replicas if r["port"] in ports)
+        return all(
+            not r["is_sdown"] and r["master-link-status"] == "ok" and int(r["slave-priority"]) > 0
+            for r in replicas
+            if r["port"] in ports
+        )
 
     def stop_pod(self, index: int) -> None:
         """Stop pod `index` as the kubelet does: each container's preStop hook, then SIGTERM."""

@@ -205,6 +205,27 @@ class SentinelWatched(abc.ABC):
             f"no failover within {timeout_s}s: sentinels name {self.master_addresses()}; logs: {self.sentinel_logs()}"
         )
 
+    def wait_for_failover_end(self, port: int, timeout_s: float = 30.0) -> None:
+        """Until every sentinel that answers (a majority) has `port` as its master and leads no failover: the end of
+        a failover, when the leader has switched its own config (and written it to disk) and not only its answer."""
+        deadline = time.monotonic() + timeout_s
+        states: list[object] = []
+        while time.monotonic() < deadline:
+            states = []
+            for sentinel_port in self.sentinel_ports:
+                try:
+                    with sync_client(f"redis://127.0.0.1:{sentinel_port}/0", 0.5) as sentinel:
+                        state = sentinel.sentinel_master(self.master_name)
+                    states.append((int(state["port"]), state["flags"]))
+                except (redis.RedisError, OSError):
+                    pass
+            if len(states) > len(self.sentinel_ports) // 2 and all(
+                answer == port and "failover_in_progress" not in flags for answer, flags in states
+            ):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"the failover to {port} did not end within {timeout_s}s: {states}")
+
     @abc.abstractmethod
     def kill(self, port: int) -> None:
         """SIGKILL the Redis server on `port` (and whatever else goes down with it)."""

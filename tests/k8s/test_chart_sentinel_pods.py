@@ -87,11 +87,11 @@ def test_losing_the_masters_node_promotes_a_replica_and_the_pod_returns_as_its_r
     pods.kill(old)
     new = pods.wait_for_failover(old, timeout_s=PROMOTION_S)
     promoted = time.monotonic() - killed
+    # The StatefulSet brings the pod back with its volume at once, while the sentinel that leads the failover still
+    # names the old master in SENTINEL MASTER (with the new epoch): it must follow the new master, not lead again.
+    pods.start_pod(0)
     writes_back = write_until_accepted(pods.url, "chart:after")
     assert read(new, "chart:before") == b"1", "a write a replica acknowledged before the kill was lost"
-
-    # The StatefulSet brings the pod back with its volume: it must follow the new master, not lead a second one.
-    pods.start_pod(0)
     pods.wait_whole()
     assert decisions(pods, 0)[-1].endswith(f"as a replica of localhost:{new}"), decisions(pods, 0)
     role = pods.role(pods.pods[0])
@@ -105,10 +105,12 @@ def test_losing_the_masters_node_promotes_a_replica_and_the_pod_returns_as_its_r
 
 
 def failed_over(pods: ChartSentinelPods, key: str) -> int:
-    """Lose pod 0 (the master of a new install), wait for the promotion, write `key` acknowledged by a replica."""
+    """Lose pod 0 (the master of a new install), wait for the failover to end, write `key` acknowledged by a
+    replica."""
     old = pods.master_port
     pods.kill(old)
     new = pods.wait_for_failover(old, timeout_s=PROMOTION_S)
+    pods.wait_for_failover_end(new, timeout_s=PROMOTION_S)
     write_until_accepted(pods.url, key)
     return new
 
@@ -143,6 +145,25 @@ def test_every_pod_restarting_at_once_keeps_the_last_master_and_its_data(pods: C
     for pod in pods.pods:
         assert read(pod.redis_port, "chart:kept") == b"1", f"pod {pod.index} lost the data"
     write_until_accepted(pods.url, "chart:after-restart")
+
+
+def test_no_replica_is_promoted_over_a_master_still_coming_back_from_a_whole_set_outage(
+    pods: ChartSentinelPods,
+) -> None:
+    last = failed_over(pods, "chart:kept")
+    for pod in pods.pods:
+        pods.kill_pod(pod.index)
+    master = pods.pod_of(last)
+    for pod in pods.pods:  # the replicas' pods first (pod 0 among them, whose data predates the failover)
+        if pod is not master:
+            pods.start_pod(pod.index)
+    time.sleep(6)  # the master's pod is slow to come back: several times down-after-milliseconds
+    pods.start_pod(master.index)
+    pods.wait_whole()
+    assert pods.master_port == last, "a replica that had not copied the master's data since it restarted led"
+    for pod in pods.pods:
+        assert read(pod.redis_port, "chart:kept") == b"1", f"pod {pod.index} lost a write a replica acknowledged"
+    assert "promoted from now on" in pods.log(0, "redis")
 
 
 def test_a_master_stopped_for_an_update_hands_its_role_over_first(pods: ChartSentinelPods) -> None:

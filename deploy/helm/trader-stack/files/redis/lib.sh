@@ -29,12 +29,24 @@ my_sentinel=$(nth "$index" $SENTINEL_NODES)
 first=$(nth 0 $REDIS_NODES)
 sentinel_conf=$DATA_DIR/sentinel/sentinel.conf
 
-# ask_sentinel HOST:PORT: "<config epoch> <master host:port>" as that sentinel knows the master, or nothing.
+# ask_sentinel HOST:PORT: "<config epoch> <master host:port> settled|moving" as that sentinel knows the master, or
+# nothing. `moving`: it leads a failover, and until the failover ends its config epoch may already be the new one
+# while SENTINEL MASTER still names the old master; the address is the one it gives clients, which is the promoted
+# replica from then on.
 ask_sentinel() {
-  timeout 3 redis-cli -h "$(host_of "$1")" -p "$(port_of "$1")" --raw sentinel master "$MASTER_NAME" 2>/dev/null |
-    tr -d '\r' | awk 'NR % 2 == 1 { key = $0; next } { v[key] = $0 }
-      END { if (v["ip"] != "" && v["port"] ~ /^[0-9]+$/ && v["config-epoch"] ~ /^[0-9]+$/)
-              print v["config-epoch"], v["ip"] ":" v["port"] }' || true
+  host=$(host_of "$1")
+  port=$(port_of "$1")
+  state=$(timeout 3 redis-cli -h "$host" -p "$port" --raw sentinel master "$MASTER_NAME" 2>/dev/null | tr -d '\r' |
+    awk 'NR % 2 == 1 { key = $0; next } { v[key] = $0 }
+      END { if (v["config-epoch"] ~ /^[0-9]+$/)
+              print v["config-epoch"], (v["flags"] ~ /(^|,)failover_in_progress(,|$)/ ? "moving" : "settled") }') ||
+    true
+  [ -n "$state" ] || return 0
+  address=$(timeout 3 redis-cli -h "$host" -p "$port" --raw sentinel get-master-addr-by-name "$MASTER_NAME" \
+    2>/dev/null | tr -d '\r' | awk 'NR == 1 { ip = $0 } NR == 2 && $0 ~ /^[0-9]+$/ && ip != "" { print ip ":" $0 }') ||
+    true
+  [ -n "$address" ] || return 0
+  printf '%s %s %s\n' "${state% *}" "$address" "${state#* }"
 }
 
 # ask_sentinels: one line per sentinel that answers.
@@ -49,17 +61,18 @@ newest() { printf '%s\n' "$1" | sort -k1,1nr | head -n 1 | cut -d ' ' -f 2; }
 # shellcheck disable=SC2086
 sentinel_count=$(printf '%s\n' $SENTINEL_NODES | wc -l)
 
-# current_master [wait]: host:port of the master. With `wait`, until a majority of the sentinels answer (up to
-# MASTER_WAIT_S, 60 s): the one named in the answer with the highest config epoch, so a sentinel that slept through
-# a failover cannot bring an old master back. Without a majority in time, what the sentinels that do answer say;
-# with none answering, what this pod's sentinel last wrote to its config on the data volume; with neither (a new
-# install), the first pod.
+# current_master [wait]: host:port of the master. With `wait`, until a majority of the sentinels answer and none of
+# them is in the middle of a failover (up to MASTER_WAIT_S, 60 s): the one named in the answer with the highest
+# config epoch, so a sentinel that slept through a failover cannot bring an old master back. Without that in time,
+# what the sentinels that do answer say; with none answering, what this pod's sentinel last wrote to its config on
+# the data volume; with neither (a new install), the first pod.
 current_master() {
   deadline=$(($(date +%s) + ${MASTER_WAIT_S:-60}))
   while :; do
     answers=$(ask_sentinels)
     count=$(printf '%s\n' "$answers" | grep -c . || true)
-    if [ "$count" -gt $((sentinel_count / 2)) ]; then
+    moving=$(printf '%s\n' "$answers" | grep -c ' moving$' || true)
+    if [ "$count" -gt $((sentinel_count / 2)) ] && [ "$moving" -eq 0 ]; then
       log "$count of $sentinel_count sentinels answer; the newest of them names $(newest "$answers")"
       newest "$answers"
       return
@@ -70,7 +83,8 @@ current_master() {
     sleep 1
   done
   if [ "$count" -gt 0 ]; then
-    log "only $count of $sentinel_count sentinels answer; the newest of them names $(newest "$answers")"
+    log "$count of $sentinel_count sentinels answer, $moving of them failing over; the newest of them names" \
+      "$(newest "$answers")"
     newest "$answers"
     return
   fi

@@ -2,9 +2,25 @@
 # This pod's Redis, with the append-only file on the data volume: the master when current_master names this pod,
 # otherwise a replica of the master it names (Sentinel moves it to a new master after a failover). It waits for a
 # majority of the sentinels, which start at once from the state they keep on their volumes.
+# A replica starts with replica-priority 0 (Sentinel never promotes it) and takes the default 100 once its link to the
+# master is up: when the whole set restarts and the master is not listening yet, a failover must not pick a replica
+# that never copied the master's data, whose full sync would then wipe the master's writes.
 set -eu
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
+
+# promotable_once_synced PID: replica-priority 100 once this replica's link is up, while PID (redis-server) runs.
+promotable_once_synced() {
+  port=$(port_of "$me")
+  while kill -0 "$1" 2>/dev/null; do
+    sleep 1
+    if timeout 2 redis-cli -p "$port" info replication 2>/dev/null | tr -d '\r' | grep -qx 'master_link_status:up' &&
+      timeout 2 redis-cli -p "$port" config set replica-priority 100 2>/dev/null | grep -qx OK; then
+      log "synced with the master: this replica may be promoted from now on"
+      return
+    fi
+  done
+}
 
 master=$(current_master wait)
 set -- --port "$(port_of "$me")" --protected-mode no --dir "$DATA_DIR" --appendonly yes --save "" \
@@ -17,6 +33,7 @@ if [ "$master" = "$me" ]; then
   log "starting $me as the master"
 else
   log "starting $me as a replica of $master"
-  set -- "$@" --replicaof "$(host_of "$master")" "$(port_of "$master")"
+  set -- "$@" --replicaof "$(host_of "$master")" "$(port_of "$master")" --replica-priority 0
+  promotable_once_synced "$$" &
 fi
 exec redis-server "$@"
