@@ -4,6 +4,7 @@ node is lost by SIGKILLing both its containers; it comes back with its data fold
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,6 +165,23 @@ def test_no_replica_is_promoted_over_a_master_still_coming_back_from_a_whole_set
     for pod in pods.pods:
         assert read(pod.redis_port, "chart:kept") == b"1", f"pod {pod.index} lost a write a replica acknowledged"
     assert "promoted from now on" in pods.log(0, "redis")
+
+
+def test_a_masters_pod_back_with_an_empty_volume_waits_for_a_promotion_instead_of_wiping_the_replicas(
+    pods: ChartSentinelPods,
+) -> None:
+    old = pods.master_port
+    write_until_accepted(pods.url, "chart:kept")
+    lost = pods.pod_of(old)
+    pods.kill_pod(lost.index)
+    shutil.rmtree(lost.data_dir)  # its node and local volume are gone: the pod comes back at once on a new, empty PVC
+    pods.start_pod(lost.index)
+    new = pods.wait_for_failover(old, timeout_s=PROMOTION_S)
+    pods.wait_whole()
+    assert "the data volume is empty" in pods.log(lost.index, "redis")
+    assert pods.role(lost)["role"] == "slave" and pods.master_port == new
+    for pod in pods.pods:
+        assert read(pod.redis_port, "chart:kept") == b"1", f"pod {pod.index} lost a write a replica acknowledged"
 
 
 def test_a_master_stopped_for_an_update_hands_its_role_over_first(pods: ChartSentinelPods) -> None:

@@ -29,8 +29,8 @@ my_sentinel=$(nth "$index" $SENTINEL_NODES)
 first=$(nth 0 $REDIS_NODES)
 sentinel_conf=$DATA_DIR/sentinel/sentinel.conf
 
-# ask_sentinel HOST:PORT: "<config epoch> <master host:port> settled|moving" as that sentinel knows the master, or
-# nothing. `moving`: it leads a failover, and until the failover ends its config epoch may already be the new one
+# ask_sentinel HOST:PORT: "<config epoch> <master host:port> settled|moving <replicas it knows>" as that sentinel
+# knows the master, or nothing. `moving`: it leads a failover, and until the failover ends its config epoch may already be the new one
 # while SENTINEL MASTER still names the old master; the address is the one it gives clients, which is the promoted
 # replica from then on.
 ask_sentinel() {
@@ -38,15 +38,16 @@ ask_sentinel() {
   port=$(port_of "$1")
   state=$(timeout 3 redis-cli -h "$host" -p "$port" --raw sentinel master "$MASTER_NAME" 2>/dev/null | tr -d '\r' |
     awk 'NR % 2 == 1 { key = $0; next } { v[key] = $0 }
-      END { if (v["config-epoch"] ~ /^[0-9]+$/)
-              print v["config-epoch"], (v["flags"] ~ /(^|,)failover_in_progress(,|$)/ ? "moving" : "settled") }') ||
+      END { if (v["config-epoch"] ~ /^[0-9]+$/ && v["num-slaves"] ~ /^[0-9]+$/)
+              print v["config-epoch"], (v["flags"] ~ /(^|,)failover_in_progress(,|$)/ ? "moving" : "settled"),
+                v["num-slaves"] }') ||
     true
   [ -n "$state" ] || return 0
   address=$(timeout 3 redis-cli -h "$host" -p "$port" --raw sentinel get-master-addr-by-name "$MASTER_NAME" \
     2>/dev/null | tr -d '\r' | awk 'NR == 1 { ip = $0 } NR == 2 && $0 ~ /^[0-9]+$/ && ip != "" { print ip ":" $0 }') ||
     true
   [ -n "$address" ] || return 0
-  printf '%s %s %s\n' "${state% *}" "$address" "${state#* }"
+  printf '%s %s\n' "$address" "$state" | awk '{ print $2, $1, $3, $4 }'
 }
 
 # ask_sentinels: one line per sentinel that answers.
@@ -57,6 +58,9 @@ ask_sentinels() {
 
 # newest ANSWERS: the master of the answer with the highest config epoch (the latest failover any of them saw).
 newest() { printf '%s\n' "$1" | sort -k1,1nr | head -n 1 | cut -d ' ' -f 2; }
+
+# known_before ANSWERS: whether the sentinels that answer have seen a failover or know replicas: not a new install.
+known_before() { printf '%s\n' "$1" | awk '$1 > 0 || $4 > 0 { found = 1 } END { exit !found }'; }
 
 # shellcheck disable=SC2086
 sentinel_count=$(printf '%s\n' $SENTINEL_NODES | wc -l)
@@ -71,7 +75,7 @@ current_master() {
   while :; do
     answers=$(ask_sentinels)
     count=$(printf '%s\n' "$answers" | grep -c . || true)
-    moving=$(printf '%s\n' "$answers" | grep -c ' moving$' || true)
+    moving=$(printf '%s\n' "$answers" | grep -c ' moving ' || true)
     if [ "$count" -gt $((sentinel_count / 2)) ] && [ "$moving" -eq 0 ]; then
       log "$count of $sentinel_count sentinels answer; the newest of them names $(newest "$answers")"
       newest "$answers"

@@ -23,6 +23,17 @@ promotable_once_synced() {
 }
 
 master=$(current_master wait)
+# Named master with an empty volume (a lost or new PVC) in a set that has run before: leading would have every
+# replica copy the empty data set. It waits instead for the sentinels, which see no master, to promote a replica.
+warned=""
+while [ "$master" = "$me" ] && [ ! -d "$DATA_DIR/appendonlydir" ] && known_before "$(ask_sentinels)"; do
+  [ -n "$warned" ] || log "named master, but the data volume is empty: waiting for the sentinels to promote a" \
+    "replica (if none can be, choose one: redis-cli config set replica-priority 100 on it, then sentinel failover" \
+    "$MASTER_NAME)"
+  warned=1
+  sleep 2
+  master=$(current_master wait)
+done
 set -- --port "$(port_of "$me")" --protected-mode no --dir "$DATA_DIR" --appendonly yes --save "" \
   --replica-announce-ip "$(host_of "$me")" \
   --min-replicas-to-write "$MIN_REPLICAS_TO_WRITE" --min-replicas-max-lag "$MIN_REPLICAS_MAX_LAG"
