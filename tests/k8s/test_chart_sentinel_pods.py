@@ -148,6 +148,11 @@ def test_every_pod_restarting_at_once_keeps_the_last_master_and_its_data(pods: C
     write_until_accepted(pods.url, "chart:after-restart")
 
 
+def aborted_failovers(pods: ChartSentinelPods) -> int:
+    """Failovers the sentinels gave up for want of a replica to promote, so far."""
+    return sum(pods.log(p.index, "sentinel").count("-failover-abort-no-good-slave") for p in pods.pods)
+
+
 def test_no_replica_is_promoted_over_a_master_still_coming_back_from_a_whole_set_outage(
     pods: ChartSentinelPods,
 ) -> None:
@@ -155,10 +160,20 @@ def test_no_replica_is_promoted_over_a_master_still_coming_back_from_a_whole_set
     for pod in pods.pods:
         pods.kill_pod(pod.index)
     master = pods.pod_of(last)
+    before = aborted_failovers(pods)
     for pod in pods.pods:  # the replicas' pods first (pod 0 among them, whose data predates the failover)
         if pod is not master:
             pods.start_pod(pod.index)
-    time.sleep(6)  # the master's pod is slow to come back: several times down-after-milliseconds
+    # The master's pod is slow to come back: the sentinels judge it down and try a failover, finding no replica to
+    # promote (or, wrongly, promoting one).
+    deadline = time.monotonic() + PROMOTION_S
+    while aborted_failovers(pods) == before:
+        named = [address[1] for address in pods.master_addresses() if address]
+        assert not [port for port in named if port != last and named.count(port) > len(pods.pods) // 2], (
+            "a replica that had not copied the master's data since it restarted was promoted"
+        )
+        assert time.monotonic() < deadline, f"no failover was tried without the master: {pods.sentinel_logs()}"
+        time.sleep(0.2)
     pods.start_pod(master.index)
     pods.wait_whole()
     assert pods.master_port == last, "a replica that had not copied the master's data since it restarted led"

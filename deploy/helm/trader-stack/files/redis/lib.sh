@@ -30,24 +30,24 @@ first=$(nth 0 $REDIS_NODES)
 sentinel_conf=$DATA_DIR/sentinel/sentinel.conf
 
 # ask_sentinel HOST:PORT: "<config epoch> <master host:port> settled|moving <replicas it knows>" as that sentinel
-# knows the master, or nothing. `moving`: it leads a failover, and until the failover ends its config epoch may already be the new one
-# while SENTINEL MASTER still names the old master; the address is the one it gives clients, which is the promoted
-# replica from then on.
+# knows the master, or nothing. `moving`: it leads a failover, and until the failover ends its config epoch may
+# already be the new one while SENTINEL MASTER still names the old master; the address is the one it gives clients,
+# which is the promoted replica from then on (asked second, so a failover starting in between reads as settled on
+# the old master, never as the new epoch on the old master).
 ask_sentinel() {
-  host=$(host_of "$1")
-  port=$(port_of "$1")
-  state=$(timeout 3 redis-cli -h "$host" -p "$port" --raw sentinel master "$MASTER_NAME" 2>/dev/null | tr -d '\r' |
-    awk 'NR % 2 == 1 { key = $0; next } { v[key] = $0 }
+  as_host=$(host_of "$1")
+  as_port=$(port_of "$1")
+  as_state=$(timeout 3 redis-cli -h "$as_host" -p "$as_port" --raw sentinel master "$MASTER_NAME" 2>/dev/null |
+    tr -d '\r' | awk 'NR % 2 == 1 { key = $0; next } { v[key] = $0 }
       END { if (v["config-epoch"] ~ /^[0-9]+$/ && v["num-slaves"] ~ /^[0-9]+$/)
               print v["config-epoch"], (v["flags"] ~ /(^|,)failover_in_progress(,|$)/ ? "moving" : "settled"),
-                v["num-slaves"] }') ||
-    true
-  [ -n "$state" ] || return 0
-  address=$(timeout 3 redis-cli -h "$host" -p "$port" --raw sentinel get-master-addr-by-name "$MASTER_NAME" \
+                v["num-slaves"] }') || true
+  [ -n "$as_state" ] || return 0
+  as_address=$(timeout 3 redis-cli -h "$as_host" -p "$as_port" --raw sentinel get-master-addr-by-name "$MASTER_NAME" \
     2>/dev/null | tr -d '\r' | awk 'NR == 1 { ip = $0 } NR == 2 && $0 ~ /^[0-9]+$/ && ip != "" { print ip ":" $0 }') ||
     true
-  [ -n "$address" ] || return 0
-  printf '%s %s\n' "$address" "$state" | awk '{ print $2, $1, $3, $4 }'
+  [ -n "$as_address" ] || return 0
+  printf '%s %s\n' "$as_address" "$as_state" | awk '{ print $2, $1, $3, $4 }'
 }
 
 # ask_sentinels: one line per sentinel that answers.
@@ -56,40 +56,53 @@ ask_sentinels() {
   for s in $SENTINEL_NODES; do ask_sentinel "$s"; done
 }
 
+# shellcheck disable=SC2086
+sentinel_count=$(printf '%s\n' $SENTINEL_NODES | wc -l)
+
+# answering ANSWERS: how many sentinels answered.
+answering() { printf '%s\n' "$1" | grep -c . || true; }
+
+# majority ANSWERS: whether more than half of the sentinels answered.
+majority() { [ "$(answering "$1")" -gt $((sentinel_count / 2)) ]; }
+
 # newest ANSWERS: the master of the answer with the highest config epoch (the latest failover any of them saw).
 newest() { printf '%s\n' "$1" | sort -k1,1nr | head -n 1 | cut -d ' ' -f 2; }
+
+# settled ANSWERS: the newest master when a majority answered, none of them leads a failover and every answer at
+# the highest epoch names the same master; nothing otherwise.
+settled() {
+  majority "$1" || return 0
+  printf '%s\n' "$1" | sort -k1,1nr |
+    awk 'NR == 1 { top = $1; master = $2 } $3 == "moving" || ($1 == top && $2 != master) { unsure = 1 }
+      END { if (!unsure) print master }'
+}
 
 # known_before ANSWERS: whether the sentinels that answer have seen a failover or know replicas: not a new install.
 known_before() { printf '%s\n' "$1" | awk '$1 > 0 || $4 > 0 { found = 1 } END { exit !found }'; }
 
-# shellcheck disable=SC2086
-sentinel_count=$(printf '%s\n' $SENTINEL_NODES | wc -l)
-
-# current_master [wait]: host:port of the master. With `wait`, until a majority of the sentinels answer and none of
-# them is in the middle of a failover (up to MASTER_WAIT_S, 60 s): the one named in the answer with the highest
-# config epoch, so a sentinel that slept through a failover cannot bring an old master back. Without that in time,
-# what the sentinels that do answer say; with none answering, what this pod's sentinel last wrote to its config on
-# the data volume; with neither (a new install), the first pod.
+# current_master [wait]: host:port of the master. With `wait`, until the answers are settled (up to MASTER_WAIT_S,
+# 60 s): the one named in the answer with the highest config epoch, so a sentinel that slept through a failover
+# cannot bring an old master back. Without that in time, the newest of the answers there are; with none answering,
+# what this pod's sentinel last wrote to its config on the data volume; with neither (a new install), the first pod.
 current_master() {
-  deadline=$(($(date +%s) + ${MASTER_WAIT_S:-60}))
+  cm_deadline=$(($(date +%s) + ${MASTER_WAIT_S:-60}))
   while :; do
-    answers=$(ask_sentinels)
-    count=$(printf '%s\n' "$answers" | grep -c . || true)
-    moving=$(printf '%s\n' "$answers" | grep -c ' moving ' || true)
-    if [ "$count" -gt $((sentinel_count / 2)) ] && [ "$moving" -eq 0 ]; then
-      log "$count of $sentinel_count sentinels answer; the newest of them names $(newest "$answers")"
-      newest "$answers"
+    cm_answers=$(ask_sentinels)
+    cm_master=$(settled "$cm_answers")
+    if [ -n "$cm_master" ]; then
+      log "$(answering "$cm_answers") of $sentinel_count sentinels answer; the newest of them names $cm_master"
+      printf '%s\n' "$cm_master"
       return
     fi
-    if [ "${1:-}" != wait ] || [ "$(date +%s)" -ge "$deadline" ]; then
+    if [ "${1:-}" != wait ] || [ "$(date +%s)" -ge "$cm_deadline" ]; then
       break
     fi
     sleep 1
   done
-  if [ "$count" -gt 0 ]; then
-    log "$count of $sentinel_count sentinels answer, $moving of them failing over; the newest of them names" \
-      "$(newest "$answers")"
-    newest "$answers"
+  if [ "$(answering "$cm_answers")" -gt 0 ]; then
+    log "$(answering "$cm_answers") of $sentinel_count sentinels answer, not settled:" \
+      "$(printf '%s; ' "$cm_answers")the newest of them names $(newest "$cm_answers")"
+    newest "$cm_answers"
     return
   fi
   if [ -f "$sentinel_conf" ]; then
