@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -20,6 +21,8 @@ from redis.sentinel import Sentinel
 
 from devtools.process import stop_process
 from shared.redis import is_sentinel_url, parse_sentinel_url
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -152,6 +155,12 @@ class RedisServer:
         self.process = None
 
 
+def _master_state(sentinel: redis.Redis, master_name: str) -> tuple[int, str]:
+    """The master's port and flags in a sentinel's SENTINEL MASTER."""
+    state = sentinel.sentinel_master(master_name)
+    return int(state["port"]), str(state["flags"])
+
+
 class SentinelWatched(abc.ABC):
     """What a set of sentinels on 127.0.0.1 says about the master they watch; `sentinel_ports` and `master_name`
     are the subclass's."""
@@ -165,19 +174,25 @@ class SentinelWatched(abc.ABC):
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
         return f"redis+sentinel://{hosts}/{self.master_name}/0"
 
-    def master_addresses(self) -> list[tuple[str, int] | None]:
-        """The master's address as each sentinel names it now (None: that sentinel did not answer)."""
-        addresses: list[tuple[str, int] | None] = []
+    def _ask_each(self, ask: Callable[[redis.Redis], T]) -> list[T | None]:
+        """`ask` of each sentinel, in order (None: that sentinel did not answer)."""
+        answers: list[T | None] = []
         for port in self.sentinel_ports:
             try:
                 with sync_client(f"redis://127.0.0.1:{port}/0", 0.5) as sentinel:
-                    found = sentinel.sentinel_get_master_addr_by_name(self.master_name)
+                    answers.append(ask(sentinel))
             except (redis.RedisError, OSError):
-                found = None
-            addresses.append(
-                (found[0].decode() if isinstance(found[0], bytes) else found[0], int(found[1])) if found else None
-            )
-        return addresses
+                answers.append(None)
+        return answers
+
+    def master_addresses(self) -> list[tuple[str, int] | None]:
+        """The master's address as each sentinel names it now (None: that sentinel did not answer)."""
+
+        def address(sentinel: redis.Redis) -> tuple[str, int] | None:
+            found = sentinel.sentinel_get_master_addr_by_name(self.master_name)
+            return (found[0].decode() if isinstance(found[0], bytes) else found[0], int(found[1])) if found else None
+
+        return self._ask_each(address)
 
     def _agreed_master(self) -> int | None:
         """The master's port when a majority of the sentinels answer and all that answer name the same one."""
@@ -207,20 +222,14 @@ class SentinelWatched(abc.ABC):
 
     def wait_for_failover_end(self, port: int, timeout_s: float = 30.0) -> None:
         """Until every sentinel that answers (a majority) has `port` as its master and leads no failover: the end of
-        a failover, when the leader has switched its own config (and written it to disk) and not only its answer."""
+        a failover, when the leader's SENTINEL MASTER names the new master too, not only its answer to clients."""
         deadline = time.monotonic() + timeout_s
-        states: list[object] = []
+        states: list[tuple[int, str] | None] = []
         while time.monotonic() < deadline:
-            states = []
-            for sentinel_port in self.sentinel_ports:
-                try:
-                    with sync_client(f"redis://127.0.0.1:{sentinel_port}/0", 0.5) as sentinel:
-                        state = sentinel.sentinel_master(self.master_name)
-                    states.append((int(state["port"]), state["flags"]))
-                except (redis.RedisError, OSError):
-                    pass
-            if len(states) > len(self.sentinel_ports) // 2 and all(
-                answer == port and "failover_in_progress" not in flags for answer, flags in states
+            states = self._ask_each(lambda sentinel: _master_state(sentinel, self.master_name))
+            answers = [state for state in states if state is not None]
+            if len(answers) > len(self.sentinel_ports) // 2 and all(
+                answer == port and "failover_in_progress" not in flags for answer, flags in answers
             ):
                 return
             time.sleep(0.05)
