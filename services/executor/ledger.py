@@ -35,6 +35,15 @@ redis.call('XADD', KEYS[2], '*', 'proposal_id', ARGV[3])
 return {}
 """
 
+# Rejects a proposal only while no worker has ordered it: one that is being ordered is never marked rejected.
+REJECT_PENDING_LUA = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'status', 'rejected', 'reason', ARGV[1], 'detail', ARGV[2], 'updated_at', ARGV[3])
+return 1
+"""
+
 
 class Outcome(BaseModel):
     proposal_id: str
@@ -124,6 +133,7 @@ class Ledger:
         self.trades_key = keys.key("trades")
         self.halted_key = keys.key("halted")
         self._intake = redis.register_script(INTAKE_LUA)
+        self._reject_pending = redis.register_script(REJECT_PENDING_LUA)
 
     def outcome_key(self, proposal_id: str) -> str:
         return self.keys.key("outcome", proposal_id)
@@ -152,6 +162,13 @@ class Ledger:
             k: v for k, v in fields.items() if v is not None
         }
         await self.redis.hset(self.outcome_key(proposal_id), mapping=values)
+
+    async def reject_if_pending(self, proposal_id: str, *, reason: str, detail: str) -> bool:
+        """Record a rejection if the proposal is still pending; False if a worker has taken it further."""
+        done = await self._reject_pending(
+            keys=[self.outcome_key(proposal_id)], args=[reason, detail, repr(self.clock())]
+        )
+        return bool(done)
 
     async def positions(self) -> dict[str, Position]:
         products = sorted(p.decode() for p in await self.redis.smembers(self.positions_key))

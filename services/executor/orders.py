@@ -9,6 +9,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -41,6 +42,10 @@ LOCK_S = 15.0
 # Proposals one worker works on at once.
 IN_FLIGHT = 16
 LOCK_WAIT_S = 30.0
+
+
+class LockBusy(RetryableError):
+    """A lock stayed taken for as long as its caller could wait."""
 
 
 def client_order_id(key: str) -> str:
@@ -145,65 +150,92 @@ class Executor:
     async def process(self, proposal: Proposal, *, resumed: bool, received_at: float) -> None:
         """Decide and act on a proposal under its product's lock, from its outcome as it is then: a worker that
         claimed the same entry meanwhile (the first one was slow, not dead) finds it done and leaves it."""
-        pid = proposal.proposal_id
+        if not resumed and await self._rejected_as_stale(proposal):
+            return
         # A buy adds to what the global limits count (trades per hour, open positions, total cost, balance): buys
         # are decided and placed one at a time across workers and replicas; exits and sells need no such turn.
-        entries = self.lock("entries") if proposal.side == "BUY" else contextlib.nullcontext()
-        # The product's lock first: a buy waiting for an exit of its product does not hold up every other buy.
-        async with self.lock(f"position:{proposal.product_id}"), entries:
-            outcome = await self.ledger.outcome(pid)
-            if outcome is not None and outcome.status not in ("pending", "ordered"):
+        entries: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
+        if proposal.side == "BUY":
+            valid_s = LOCK_WAIT_S if resumed else proposal.expires_at.timestamp() - self.clock()
+            entries = self.lock("entries", wait_s=min(LOCK_WAIT_S, valid_s))  # not past the proposal's expiry
+        try:
+            # The turn first, the product's lock after it: an exit (a stop-loss) never waits behind a buy of its
+            # product that is itself waiting for its turn; a buy whose product is being exited waits for that exit.
+            async with entries, self.lock(f"position:{proposal.product_id}"):
+                await self._decide(proposal, resumed=resumed, received_at=received_at)
+        except LockBusy:
+            if not resumed and await self._rejected_as_stale(proposal):
                 return
-            resumed = resumed or (outcome is not None and outcome.status == "ordered")
-            book = await self.book()
-            product = await self.product(proposal.product_id)
-            decision = assess(proposal, book=book, product=product, config=self.config, now=self.clock())
-            if isinstance(decision, Rejected) and not resumed:
-                self.metrics.rejected.labels(decision.reason).inc()
-                await self.ledger.record(pid, "rejected", reason=decision.reason, detail=decision.detail)
-                log.info("proposal %s rejected: %s (%s)", pid, decision.reason, decision.detail)
+            raise
+
+    async def _rejected_as_stale(self, proposal: Proposal) -> bool:
+        """Reject an expired proposal without waiting for a turn, so a backlog of old ones drains at once; False
+        while it is valid, or when a worker ordered it meanwhile (that one is resumed, never rejected)."""
+        if not proposal.expired(datetime.fromtimestamp(self.clock(), UTC)):
+            return False
+        stale = Rejected("expired", f"expired at {proposal.expires_at.isoformat()}")
+        if not await self.ledger.reject_if_pending(proposal.proposal_id, reason=stale.reason, detail=stale.detail):
+            return False
+        self._rejected(proposal.proposal_id, stale)
+        return True
+
+    async def _decide(self, proposal: Proposal, *, resumed: bool, received_at: float) -> None:
+        """The decision and the order, under the locks."""
+        pid = proposal.proposal_id
+        outcome = await self.ledger.outcome(pid)
+        if outcome is not None and outcome.status not in ("pending", "ordered"):
+            return
+        resumed = resumed or (outcome is not None and outcome.status == "ordered")
+        book = await self.book()
+        product = await self.product(proposal.product_id)
+        decision = assess(proposal, book=book, product=product, config=self.config, now=self.clock())
+        if isinstance(decision, Rejected) and not resumed:
+            await self.ledger.record(pid, "rejected", reason=decision.reason, detail=decision.detail)
+            self._rejected(pid, decision)
+            return
+        key = f"proposal:{pid}"
+        await self.ledger.record(pid, "ordered", client_order_id=client_order_id(key))
+        held = (await self.ledger.positions()).get(proposal.product_id)
+        if proposal.side == "SELL":
+            if held is None:
+                await self.ledger.record(pid, "rejected", reason="no_position", detail="the position closed meanwhile")
                 return
-            key = f"proposal:{pid}"
-            await self.ledger.record(pid, "ordered", client_order_id=client_order_id(key))
-            held = (await self.ledger.positions()).get(proposal.product_id)
-            if proposal.side == "SELL":
-                if held is None:
-                    await self.ledger.record(
-                        pid, "rejected", reason="no_position", detail="the position closed meanwhile"
-                    )
-                    return
-                await self._exit_held(held, reason="proposal", key=key, outcome_of=pid, status="filled")
-                return
-            if held is not None and held.exit_key is not None:
-                raise RetryableError(f"{proposal.product_id}: the position is being exited; buying after that")
-            approved = decision if isinstance(decision, Approved) else None
-            order = await self.order(key, proposal.product_id, "BUY", approved=approved, resumed=resumed)
-            if order is None:
-                await self.ledger.record(pid, "rejected", reason="no_order", detail="no order was found or placed")
-                return
-            self.metrics.order_latency.observe(max(self.clock() - received_at, 0))
-            if order.status != "FILLED" or not order.filled_size:
-                self.metrics.orders.labels("BUY", order.status.lower()).inc()
-                await self.ledger.record(pid, "failed", reason=f"order {order.status.lower()}", order_id=order.order_id)
-                return
-            trade, position = self._bought(proposal, order)
-            await self.ledger.open_position(position, trade, pid, order.order_id)
+            await self._exit_held(held, reason="proposal", key=key, outcome_of=pid, status="filled")
+            return
+        if held is not None and held.exit_key is not None:
+            raise RetryableError(f"{proposal.product_id}: the position is being exited; buying after that")
+        approved = decision if isinstance(decision, Approved) else None
+        order = await self.order(key, proposal.product_id, "BUY", approved=approved, resumed=resumed)
+        if order is None:
+            await self.ledger.record(pid, "rejected", reason="no_order", detail="no order was found or placed")
+            return
+        self.metrics.order_latency.observe(max(self.clock() - received_at, 0))
+        if order.status != "FILLED" or not order.filled_size:
+            self.metrics.orders.labels("BUY", order.status.lower()).inc()
+            await self.ledger.record(pid, "failed", reason=f"order {order.status.lower()}", order_id=order.order_id)
+            return
+        trade, position = self._bought(proposal, order)
+        await self.ledger.open_position(position, trade, pid, order.order_id)
         self.metrics.orders.labels("BUY", "filled").inc()
         self.metrics.trades.labels("BUY").inc()
 
+    def _rejected(self, proposal_id: str, rejection: Rejected) -> None:
+        self.metrics.rejected.labels(rejection.reason).inc()
+        log.info("proposal %s rejected: %s (%s)", proposal_id, rejection.reason, rejection.detail)
+
     @contextlib.asynccontextmanager
-    async def lock(self, name: str) -> AsyncIterator[None]:
+    async def lock(self, name: str, *, wait_s: float = LOCK_WAIT_S) -> AsyncIterator[None]:
         """A lock across workers and replicas, waited for: `position:<product>` for one change at a time to a
         position (a buy adding to it, or its exit), `entries` for one buy decision at a time."""
         lock = RedisLock(self.redis, self.ledger.keys.key("lock", name), owner=self.consumer, timeout_s=LOCK_S)
-        deadline = time.monotonic() + LOCK_WAIT_S
+        deadline = time.monotonic() + wait_s
         while True:
             async with lock.held() as got:
                 if got:
                     yield
                     return
             if time.monotonic() > deadline:
-                raise RetryableError(f"{name} stayed locked for {LOCK_WAIT_S:.0f} s")
+                raise LockBusy(f"{name} stayed locked for {wait_s:.0f} s")
             await asyncio.sleep(0.05)
 
     async def exit(self, position: Position, *, reason: str, key: str, outcome_of: str, status: str) -> None:

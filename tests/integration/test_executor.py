@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from devtools.stack import Stack
 from shared.settings import DEV_API_TOKEN, DEV_OPERATOR_TOKEN
@@ -190,3 +191,31 @@ def test_halt_and_resume_and_bad_proposals(stack: Stack) -> None:
     refused = post(url, bad)
     assert refused.status_code == 422 and refused.json()["details"]["fields"][0]["field"] == "conviction"
     assert httpx.get(f"{url}/v1/proposals/{bad['proposal_id']}").status_code == 404  # nothing stored
+
+
+def test_an_exit_and_a_stale_proposal_do_not_wait_for_the_turn_of_buys(stack: Stack, redis_url: str) -> None:
+    url = stack.url("executor")
+    opened = proposal(time_stop_s=2)
+    post(url, opened)
+    assert settle(url, opened["proposal_id"])["status"] == "filled"
+    # Another replica's buy decision holds the turn of buys (as one stuck on a slow exchange would) until released.
+    turn = f"{stack.extra_env['KEY_PREFIX']}executor:lock:entries"
+    held = redis.Redis.from_url(redis_url)
+    held.set(turn, "another-replica/0", px=25_000)
+    try:
+        waiting = proposal()  # a buy of the open position's product: it waits for its turn
+        stale = proposal("ETH-USD", expires_at=(datetime.now(UTC) + timedelta(seconds=1)).isoformat())
+        assert post(url, waiting).status_code == 202 and post(url, stale).status_code == 202
+        deadline = time.monotonic() + 20
+        while not (
+            httpx.get(f"{url}/v1/proposals/{opened['proposal_id']}").json()["status"] == "exited"
+            and httpx.get(f"{url}/v1/proposals/{stale['proposal_id']}").json()["status"] == "rejected"
+        ):
+            assert time.monotonic() < deadline, "the time stop or the stale proposal waited for the buys' turn"
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/v1/proposals/{stale['proposal_id']}").json()["reason"] == "expired"
+        assert httpx.get(f"{url}/v1/proposals/{waiting['proposal_id']}").json()["status"] == "pending"
+    finally:
+        held.delete(turn)
+        held.close()
+    assert settle(url, waiting["proposal_id"])["reason"] == "cooldown"  # decided in its turn, after the exit
