@@ -69,6 +69,11 @@ SERVICE_ENV = {
     "WORKER__MONITOR_INTERVAL_S": "1",
 }
 TERMINAL = {"rejected", "filled", "exited", "failed"}
+TIME_STOP_S = 3
+# A stop is checked every second. Typically it is late by the exit's few calls; at worst by a dead holder's
+# position lock (15 s to run out, as after the Redis restart) and a call hanging until the client's 10 s timeout.
+# Exits that queued behind buys, or for quota in fallback, were late by 21 s typically and 52 s at worst.
+EXIT_LATE_P50_S, EXIT_LATE_MAX_S = 5.0, 40.0
 
 
 @dataclass
@@ -92,6 +97,7 @@ class Report:
     outage_max_rate: dict[str, int] = field(default_factory=dict)
     leader_takeover_s: float | None = None
     proposal_to_order_s: list[float] = field(default_factory=list)
+    exit_late_s: list[float] = field(default_factory=list)  # the driver's positions: exit past their time stop
     quota_decision_s: list[float] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
 
@@ -113,6 +119,10 @@ class Report:
                 found.append(f"{pool} calls reached {self.outage_max_rate[pool]}/s while ratelimit was down")
         if self.leader_takeover_s is None or self.leader_takeover_s > CYCLE_S + 1:
             found.append(f"new strategy leader after {self.leader_takeover_s} s (one cycle is {CYCLE_S} s)")
+        if self.exit_late_s and statistics.median(self.exit_late_s) > EXIT_LATE_P50_S:
+            found.append(f"positions exited {statistics.median(self.exit_late_s):.1f} s past their time stop (p50)")
+        if self.exit_late_s and max(self.exit_late_s) > EXIT_LATE_MAX_S:
+            found.append(f"a position exited {max(self.exit_late_s):.1f} s past its time stop")
         if not self.proposals_accepted or not self.orders_on_exchange:
             found.append("the run made no orders: nothing was shown")
         return found
@@ -146,6 +156,11 @@ class Report:
                 "proposal -> order p50 / p99",
                 f"{pct(self.proposal_to_order_s, 50)} / {pct(self.proposal_to_order_s, 99)} "
                 f"({len(self.proposal_to_order_s)} orders)",
+            ),
+            (
+                "exit past the time stop p50 / max",
+                f"{pct(self.exit_late_s, 50)} / {max(self.exit_late_s, default=0) * 1000:.0f} ms "
+                f"({len(self.exit_late_s)} exits, limits {EXIT_LATE_P50_S:.0f} s / {EXIT_LATE_MAX_S:.0f} s)",
             ),
             (
                 "quota decision p50 / p99",
@@ -363,7 +378,7 @@ class Soak:
                     "quote_size": "15",
                     "stop_loss_pct": 50,
                     "take_profit_pct": 500,
-                    "time_stop_s": 3,
+                    "time_stop_s": TIME_STOP_S,
                     "created_at": now.isoformat(),
                     "expires_at": (now + timedelta(seconds=120)).isoformat(),
                 }
@@ -444,6 +459,15 @@ class Soak:
         per_position = Counter((t["proposal_id"], t["side"]) for t in trades)
         report.duplicate_orders += sorted(f"{side} x{n} for {pid}" for (pid, side), n in per_position.items() if n > 1)
         report.balance_mismatches = self.balance_mismatches(trades)
+        bought = {t["proposal_id"]: t["at"] for t in trades if t["side"] == "BUY"}
+        report.exit_late_s = [
+            t["at"] - bought[t["proposal_id"]] - TIME_STOP_S
+            for t in trades
+            if t["side"] == "SELL"
+            and t["exit_reason"] == "time_stop"
+            and t["proposal_id"] in self.accepted
+            and t["proposal_id"] in bought
+        ]
 
     def balance_mismatches(self, trades: list[dict[str, Any]]) -> list[str]:
         starting = {

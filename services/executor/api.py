@@ -13,6 +13,7 @@ from services.executor.ledger import Outcome, Position, Trade, closed_summary, u
 from services.executor.settings import LatencyConfig, RiskConfig
 from shared.errors import NotFound
 from shared.proposal import Proposal
+from shared.ratelimits import Priority
 
 router = APIRouter(prefix="/v1", tags=["executor"])
 
@@ -63,7 +64,12 @@ async def pnl(executor: ExecutorDep) -> dict[str, Any]:
     trades = await executor.ledger.trades()
     closed = closed_summary(trades)
     positions = await executor.ledger.positions()
-    books = {b.product_id: b for b in await executor.exchange.best_bid_ask(list(positions))} if positions else {}
+    # A view: its prices ask below the critical priority of the exits' bids.
+    books = (
+        {b.product_id: b for b in await executor.exchange.best_bid_ask(list(positions), priority=Priority.NORMAL)}
+        if positions
+        else {}
+    )
     return {
         "realized": str(closed.realized),
         "unrealized": str(unrealized(positions, books)),

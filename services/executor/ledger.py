@@ -35,13 +35,14 @@ redis.call('XADD', KEYS[2], '*', 'proposal_id', ARGV[3])
 return {}
 """
 
-# Rejects a proposal only while no worker has ordered it: one that is being ordered is never marked rejected.
+# Rejects a proposal only while no worker has ordered it (one being ordered is never marked rejected); returns
+# the status it found.
 REJECT_PENDING_LUA = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then
-  return 0
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'pending' then
+  redis.call('HSET', KEYS[1], 'status', 'rejected', 'reason', ARGV[1], 'detail', ARGV[2], 'updated_at', ARGV[3])
 end
-redis.call('HSET', KEYS[1], 'status', 'rejected', 'reason', ARGV[1], 'detail', ARGV[2], 'updated_at', ARGV[3])
-return 1
+return status
 """
 
 
@@ -163,12 +164,12 @@ class Ledger:
         }
         await self.redis.hset(self.outcome_key(proposal_id), mapping=values)
 
-    async def reject_if_pending(self, proposal_id: str, *, reason: str, detail: str) -> bool:
-        """Record a rejection if the proposal is still pending; False if a worker has taken it further."""
-        done = await self._reject_pending(
+    async def reject_if_pending(self, proposal_id: str, *, reason: str, detail: str) -> str | None:
+        """Record a rejection if the proposal is still pending; the status found (None for no such proposal)."""
+        found = await self._reject_pending(
             keys=[self.outcome_key(proposal_id)], args=[reason, detail, repr(self.clock())]
         )
-        return bool(done)
+        return found.decode() if found else None
 
     async def positions(self) -> dict[str, Position]:
         products = sorted(p.decode() for p in await self.redis.smembers(self.positions_key))

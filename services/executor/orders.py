@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 ORDER_NAMESPACE = uuid.UUID("6a3c2f0e-91b4-4d7e-8c55-1f0e2d9b7a41")
 TERMINAL = {"FILLED", "CANCELLED", "EXPIRED", "FAILED"}
+OPEN = ("pending", "ordered")  # a proposal's outcomes that still need a worker
 FOLLOW_S = 30.0
 FOLLOW_EVERY_S = 0.1
 RESENDS = 3
@@ -132,7 +133,7 @@ class Executor:
         """Process one entry; it is acknowledged only once its outcome is recorded."""
         outcome = await self.ledger.outcome(proposal_id)
         proposal = await self.ledger.proposal(proposal_id)
-        if outcome is None or proposal is None or outcome.status not in ("pending", "ordered"):
+        if outcome is None or proposal is None or outcome.status not in OPEN:
             await self.redis.xack(self.ledger.stream, GROUP, entry_id)
             return
         for attempt in range(1, RETRIES + 1):
@@ -145,6 +146,8 @@ class Executor:
                     return
                 await asyncio.sleep(RETRY_AFTER_S * attempt)
                 outcome = await self.ledger.outcome(proposal_id) or outcome
+                if outcome.status not in OPEN:  # another worker decided it meanwhile
+                    break
         await self.redis.xack(self.ledger.stream, GROUP, entry_id)
 
     async def process(self, proposal: Proposal, *, resumed: bool, received_at: float) -> None:
@@ -158,36 +161,37 @@ class Executor:
         if proposal.side == "BUY":
             valid_s = LOCK_WAIT_S if resumed else proposal.expires_at.timestamp() - self.clock()
             entries = self.lock("entries", wait_s=min(LOCK_WAIT_S, valid_s))  # not past the proposal's expiry
+        product = await self.product(proposal.product_id)  # its rules, cached for a minute: before the turn
         try:
             # The turn first, the product's lock after it: an exit (a stop-loss) never waits behind a buy of its
             # product that is itself waiting for its turn; a buy whose product is being exited waits for that exit.
             async with entries, self.lock(f"position:{proposal.product_id}"):
-                await self._decide(proposal, resumed=resumed, received_at=received_at)
+                await self._decide(proposal, product, resumed=resumed, received_at=received_at)
         except LockBusy:
             if not resumed and await self._rejected_as_stale(proposal):
                 return
             raise
 
     async def _rejected_as_stale(self, proposal: Proposal) -> bool:
-        """Reject an expired proposal without waiting for a turn, so a backlog of old ones drains at once; False
-        while it is valid, or when a worker ordered it meanwhile (that one is resumed, never rejected)."""
+        """Reject an expired proposal without waiting for a turn, so a backlog of old ones drains at once. True
+        when nothing is left to do (rejected now, or decided by another worker); False while it is valid, or when
+        a worker ordered it meanwhile (that one is resumed, never rejected)."""
         if not proposal.expired(datetime.fromtimestamp(self.clock(), UTC)):
             return False
         stale = Rejected("expired", f"expired at {proposal.expires_at.isoformat()}")
-        if not await self.ledger.reject_if_pending(proposal.proposal_id, reason=stale.reason, detail=stale.detail):
-            return False
-        self._rejected(proposal.proposal_id, stale)
-        return True
+        found = await self.ledger.reject_if_pending(proposal.proposal_id, reason=stale.reason, detail=stale.detail)
+        if found == "pending":
+            self._rejected(proposal.proposal_id, stale)
+        return found != "ordered"
 
-    async def _decide(self, proposal: Proposal, *, resumed: bool, received_at: float) -> None:
+    async def _decide(self, proposal: Proposal, product: Product | None, *, resumed: bool, received_at: float) -> None:
         """The decision and the order, under the locks."""
         pid = proposal.proposal_id
         outcome = await self.ledger.outcome(pid)
-        if outcome is not None and outcome.status not in ("pending", "ordered"):
+        if outcome is not None and outcome.status not in OPEN:
             return
         resumed = resumed or (outcome is not None and outcome.status == "ordered")
         book = await self.book()
-        product = await self.product(proposal.product_id)
         decision = assess(proposal, book=book, product=product, config=self.config, now=self.clock())
         if isinstance(decision, Rejected) and not resumed:
             await self.ledger.record(pid, "rejected", reason=decision.reason, detail=decision.detail)
@@ -251,14 +255,15 @@ class Executor:
 
     async def _exit_held(self, position: Position, *, reason: str, key: str, outcome_of: str, status: str) -> None:
         """The exit of a position read under its lock."""
-        if position.exit_key is None:  # a new attempt: a new order, its key recorded before it is sent
+        resumed = position.exit_key is not None  # an earlier attempt may have sent its order: looked up first
+        if not resumed:  # a new attempt: a new order, its key recorded before it is sent
             position = await self.ledger.mark_exiting(position, f"{key}:{uuid.uuid4().hex[:8]}")
-        await self._sell(position, reason=reason, outcome_of=outcome_of, status=status)
+        await self._sell(position, reason=reason, outcome_of=outcome_of, status=status, resumed=resumed)
 
-    async def _sell(self, position: Position, *, reason: str, outcome_of: str, status: str) -> None:
+    async def _sell(self, position: Position, *, reason: str, outcome_of: str, status: str, resumed: bool) -> None:
         assert position.exit_key is not None
         order = await self.order(
-            position.exit_key, position.product_id, "SELL", base_size=position.base_size, resumed=True
+            position.exit_key, position.product_id, "SELL", base_size=position.base_size, resumed=resumed
         )
         if order is None or order.status != "FILLED" or not order.filled_size:
             self.metrics.orders.labels("SELL", (order.status if order else "none").lower()).inc()
@@ -318,7 +323,9 @@ class Executor:
         return None
 
     async def product(self, product_id: str) -> Product | None:
-        """The product's rules (status, flags, increments, minimums), fetched at most once a minute."""
+        """The product's rules (status, flags, increments, minimums), fetched at most once a minute; the last
+        ones read while a fresh read is out of reach (quota short, the exchange down): the exchange still refuses
+        an order that breaks rules changed meanwhile."""
         cached = self._products.get(product_id)
         if cached is not None and self.clock() - cached[0] < PRODUCT_TTL_S:
             return cached[1]
@@ -326,6 +333,10 @@ class Executor:
             product: Product | None = await self.exchange.get_product(product_id)
         except ExchangeRejected:
             product = None
+        except RetryableError:
+            if cached is None:
+                raise
+            return cached[1]
         self._products[product_id] = (self.clock(), product)
         return product
 

@@ -20,6 +20,7 @@ from shared.errors import TraderError
 from shared.exchange.client import ExchangeClient
 from shared.exchange.models import Product
 from shared.exchange.responses import read_products
+from shared.ratelimits import Priority
 from shared.redis import KeySpace
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,8 @@ class UniverseBuilder:
         now = self.clock()
         first_seen = await self._first_seen(products, now) if self.config.min_listing_age_days else {}
         candidates, excluded = screen(products, unreadable, self.config, first_seen=first_seen, now=now)
-        books = await self.exchange.best_bid_ask([p.product_id for p in candidates]) if candidates else []
+        ids = [p.product_id for p in candidates]
+        books = await self.exchange.best_bid_ask(ids, priority=Priority.NORMAL) if candidates else []
         members, unranked = rank(candidates, {book.product_id: book for book in books}, self.config)
         excluded += unranked
         self._observe(members, excluded)

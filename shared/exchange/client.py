@@ -53,6 +53,7 @@ from shared.exchange.responses import explain, order_refusal, parse_body, reject
 from shared.exchange.retry import RetryPolicy
 from shared.http import create_http_client
 from shared.quota import QuotaClient
+from shared.ratelimits import Priority
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +144,14 @@ class ExchangeClient:
             window_end = window_start
         return sorted(by_start.values(), key=lambda candle: candle.start, reverse=True)
 
-    async def best_bid_ask(self, product_ids: Sequence[str] = ()) -> list[PriceBook]:
-        """Best bid and ask of these products in one call (of every product when none are given)."""
+    async def best_bid_ask(
+        self, product_ids: Sequence[str] = (), *, priority: Priority | None = None
+    ) -> list[PriceBook]:
+        """Best bid and ask of these products in one call (of every product when none are given). The endpoint is
+        critical (the bids that trigger an exit); a caller that only looks may ask at a lower `priority`."""
         params = _repeated("product_ids", product_ids)
-        return (await self._call("best_bid_ask", BestBidAsk, "GET", "/best_bid_ask", params)).pricebooks
+        answer = await self._call("best_bid_ask", BestBidAsk, "GET", "/best_bid_ask", params, priority=priority)
+        return answer.pricebooks
 
     async def market_trades(self, product_id: str, *, limit: int = 100) -> MarketTrades:
         """The latest trades (at most 100) with the best bid and ask."""
@@ -260,6 +265,7 @@ class ExchangeClient:
         body: bytes | None = None,
         private: bool = True,
         outcome_key: str | None = None,
+        priority: Priority | None = None,
     ) -> M:
         """Take quota, send, retry transient failures with backoff, and parse the answer.
 
@@ -269,7 +275,7 @@ class ExchangeClient:
         path = PREFIX + path
         reached: list[str] = []  # the failures of attempts the exchange may have acted on
         try:
-            return await self._attempts(endpoint, model, method, path, params, body, private, reached)
+            return await self._attempts(endpoint, model, method, path, params, body, private, reached, priority)
         except (RetryableError, AuthError, BadExchangeResponse) as exc:
             # an answer we could not read may well be an accepted order
             if outcome_key is None or not (reached or isinstance(exc, BadExchangeResponse)):
@@ -292,15 +298,16 @@ class ExchangeClient:
         body: bytes | None,
         private: bool,
         reached: list[str],
+        priority: Priority | None,
     ) -> M:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         started = self.monotonic()
         attempt = 0
         while True:
             attempt += 1
-            # The endpoint's priority (orders critical, market data normal, products and accounts
-            # background) comes from ratelimits.yaml, so it is set in one place.
-            await self.quota.take(endpoint)
+            # The endpoint's priority (orders critical, market data normal, products background) comes from
+            # ratelimits.yaml, so it is set in one place; a caller may only lower it.
+            await self.quota.take(endpoint, priority=priority)
             if private:
                 headers["Authorization"] = f"Bearer {self._token(method, path)}"
             sent = self.monotonic()
