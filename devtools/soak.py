@@ -129,8 +129,8 @@ class Report:
 
     def table(self) -> str:
         def pct(values: list[float], q: float) -> str:
-            if not values:
-                return "-"
+            if len(values) < 2:
+                return f"{values[0] * 1000:.0f} ms" if values else "-"
             return f"{statistics.quantiles(values, n=100, method='inclusive')[q - 1] * 1000:.0f} ms"
 
         rows = [

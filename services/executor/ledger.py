@@ -35,12 +35,16 @@ redis.call('XADD', KEYS[2], '*', 'proposal_id', ARGV[3])
 return {}
 """
 
-# Rejects a proposal only while no worker has ordered it (one being ordered is never marked rejected); returns
-# the status it found.
-REJECT_PENDING_LUA = """
+# Records an outcome only while the current one is among those allowed (ARGV[1] of them, then the fields): a
+# rejection made without the locks never lands on a proposal a worker is ordering, nor "ordered" on a rejected one.
+RECORD_IF_LUA = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'pending' then
-  redis.call('HSET', KEYS[1], 'status', 'rejected', 'reason', ARGV[1], 'detail', ARGV[2], 'updated_at', ARGV[3])
+local allowed = tonumber(ARGV[1])
+for i = 2, allowed + 1 do
+  if status == ARGV[i] then
+    redis.call('HSET', KEYS[1], unpack(ARGV, allowed + 2))
+    break
+  end
 end
 return status
 """
@@ -134,7 +138,7 @@ class Ledger:
         self.trades_key = keys.key("trades")
         self.halted_key = keys.key("halted")
         self._intake = redis.register_script(INTAKE_LUA)
-        self._reject_pending = redis.register_script(REJECT_PENDING_LUA)
+        self._record_if = redis.register_script(RECORD_IF_LUA)
 
     def outcome_key(self, proposal_id: str) -> str:
         return self.keys.key("outcome", proposal_id)
@@ -164,11 +168,13 @@ class Ledger:
         }
         await self.redis.hset(self.outcome_key(proposal_id), mapping=values)
 
-    async def reject_if_pending(self, proposal_id: str, *, reason: str, detail: str) -> str | None:
-        """Record a rejection if the proposal is still pending; the status found (None for no such proposal)."""
-        found = await self._reject_pending(
-            keys=[self.outcome_key(proposal_id)], args=[reason, detail, repr(self.clock())]
-        )
+    async def record_if(
+        self, proposal_id: str, status: Status, *, when: tuple[Status, ...], **fields: str
+    ) -> str | None:
+        """Record `status` only while the outcome is one of `when`; the status found (None for no such proposal)."""
+        values = {"status": status, "updated_at": repr(self.clock())} | fields
+        args = [str(len(when)), *when, *(item for pair in values.items() for item in pair)]
+        found = await self._record_if(keys=[self.outcome_key(proposal_id)], args=args)
         return found.decode() if found else None
 
     async def positions(self) -> dict[str, Position]:

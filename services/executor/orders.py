@@ -16,7 +16,7 @@ from typing import Literal
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from services.executor.ledger import GROUP, Ledger, Position, Trade, unrealized
+from services.executor.ledger import GROUP, Ledger, Position, Status, Trade, unrealized
 from services.executor.metrics import ExecutorMetrics
 from services.executor.risk import Approved, Book, Rejected, assess
 from services.executor.settings import ExecutorSettings
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 ORDER_NAMESPACE = uuid.UUID("6a3c2f0e-91b4-4d7e-8c55-1f0e2d9b7a41")
 TERMINAL = {"FILLED", "CANCELLED", "EXPIRED", "FAILED"}
-OPEN = ("pending", "ordered")  # a proposal's outcomes that still need a worker
+OPEN: tuple[Status, ...] = ("pending", "ordered")  # a proposal's outcomes that still need a worker
 FOLLOW_S = 30.0
 FOLLOW_EVERY_S = 0.1
 RESENDS = 3
@@ -43,6 +43,8 @@ LOCK_S = 15.0
 # Proposals one worker works on at once.
 IN_FLIGHT = 16
 LOCK_WAIT_S = 30.0
+# How long a buy that has its turn waits for an exit of its product before giving the turn back.
+EXIT_WAIT_IN_TURN_S = 1.0
 
 
 class LockBusy(RetryableError):
@@ -155,17 +157,20 @@ class Executor:
         claimed the same entry meanwhile (the first one was slow, not dead) finds it done and leaves it."""
         if not resumed and await self._rejected_as_stale(proposal):
             return
+        product = await self.product(proposal.product_id)  # its rules, cached for a minute: before the turn
         # A buy adds to what the global limits count (trades per hour, open positions, total cost, balance): buys
         # are decided and placed one at a time across workers and replicas; exits and sells need no such turn.
         entries: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
+        position_wait_s = LOCK_WAIT_S
         if proposal.side == "BUY":
             valid_s = LOCK_WAIT_S if resumed else proposal.expires_at.timestamp() - self.clock()
-            entries = self.lock("entries", wait_s=min(LOCK_WAIT_S, valid_s))  # not past the proposal's expiry
-        product = await self.product(proposal.product_id)  # its rules, cached for a minute: before the turn
+            entries = self.lock("entries", wait_s=max(min(LOCK_WAIT_S, valid_s), 0))  # not past its expiry
+            position_wait_s = EXIT_WAIT_IN_TURN_S
         try:
-            # The turn first, the product's lock after it: an exit (a stop-loss) never waits behind a buy of its
-            # product that is itself waiting for its turn; a buy whose product is being exited waits for that exit.
-            async with entries, self.lock(f"position:{proposal.product_id}"):
+            # The turn first, the product's lock after it: an exit (a stop-loss) never waits behind a buy that is
+            # waiting for its turn. The product's lock is then held only by an exit or a sell of the product; a buy
+            # does not keep the turn through that exit, it gives the turn back and comes again.
+            async with entries, self.lock(f"position:{proposal.product_id}", wait_s=position_wait_s):
                 await self._decide(proposal, product, resumed=resumed, received_at=received_at)
         except LockBusy:
             if not resumed and await self._rejected_as_stale(proposal):
@@ -179,18 +184,23 @@ class Executor:
         if not proposal.expired(datetime.fromtimestamp(self.clock(), UTC)):
             return False
         stale = Rejected("expired", f"expired at {proposal.expires_at.isoformat()}")
-        found = await self.ledger.reject_if_pending(proposal.proposal_id, reason=stale.reason, detail=stale.detail)
+        pid = proposal.proposal_id
+        found = await self.ledger.record_if(
+            pid, "rejected", when=("pending",), reason=stale.reason, detail=stale.detail
+        )
         if found == "pending":
-            self._rejected(proposal.proposal_id, stale)
+            self._rejected(pid, stale)
         return found != "ordered"
 
     async def _decide(self, proposal: Proposal, product: Product | None, *, resumed: bool, received_at: float) -> None:
         """The decision and the order, under the locks."""
         pid = proposal.proposal_id
         outcome = await self.ledger.outcome(pid)
-        if outcome is not None and outcome.status not in OPEN:
+        if outcome is None or outcome.status not in OPEN:
             return
-        resumed = resumed or (outcome is not None and outcome.status == "ordered")
+        resumed = resumed or outcome.status == "ordered"
+        if not resumed and await self._rejected_as_stale(proposal):  # it expired while waiting for its turn
+            return
         book = await self.book()
         decision = assess(proposal, book=book, product=product, config=self.config, now=self.clock())
         if isinstance(decision, Rejected) and not resumed:
@@ -198,7 +208,9 @@ class Executor:
             self._rejected(pid, decision)
             return
         key = f"proposal:{pid}"
-        await self.ledger.record(pid, "ordered", client_order_id=client_order_id(key))
+        found = await self.ledger.record_if(pid, "ordered", when=OPEN, client_order_id=client_order_id(key))
+        if found not in OPEN:  # rejected as stale, without the locks, since it was read
+            return
         held = (await self.ledger.positions()).get(proposal.product_id)
         if proposal.side == "SELL":
             if held is None:
@@ -224,6 +236,7 @@ class Executor:
         self.metrics.trades.labels("BUY").inc()
 
     def _rejected(self, proposal_id: str, rejection: Rejected) -> None:
+        """Count and log a rejection recorded in the ledger."""
         self.metrics.rejected.labels(rejection.reason).inc()
         log.info("proposal %s rejected: %s (%s)", proposal_id, rejection.reason, rejection.detail)
 
@@ -336,7 +349,7 @@ class Executor:
         except RetryableError:
             if cached is None:
                 raise
-            return cached[1]
+            product = cached[1]  # kept another minute rather than asked for again at each proposal
         self._products[product_id] = (self.clock(), product)
         return product
 

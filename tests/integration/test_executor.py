@@ -17,6 +17,9 @@ import pytest
 import redis
 
 from devtools.stack import Stack
+from services.executor.ledger import Ledger
+from shared.proposal import Proposal
+from shared.redis import KeySpace, create_redis
 from shared.settings import DEV_API_TOKEN, DEV_OPERATOR_TOKEN
 from tests.conftest import StackFactory
 
@@ -206,7 +209,7 @@ def test_an_exit_and_a_stale_proposal_do_not_wait_for_the_turn_of_buys(stack: St
         waiting = proposal()  # a buy of the open position's product: it waits for its turn
         stale = proposal("ETH-USD", expires_at=(datetime.now(UTC) + timedelta(seconds=1)).isoformat())
         assert post(url, waiting).status_code == 202 and post(url, stale).status_code == 202
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 20  # within the 25 s the turn is held: both must happen while it is
         while not (
             httpx.get(f"{url}/v1/proposals/{opened['proposal_id']}").json()["status"] == "exited"
             and httpx.get(f"{url}/v1/proposals/{stale['proposal_id']}").json()["status"] == "rejected"
@@ -219,3 +222,26 @@ def test_an_exit_and_a_stale_proposal_do_not_wait_for_the_turn_of_buys(stack: St
         held.delete(turn)
         held.close()
     assert settle(url, waiting["proposal_id"])["reason"] == "cooldown"  # decided in its turn, after the exit
+
+
+async def test_a_rejection_made_without_the_locks_and_an_order_never_both_land(redis_url: str, key_prefix: str) -> None:
+    redis = create_redis(redis_url)
+    ledger = Ledger(redis, KeySpace(key_prefix, "executor"))
+    try:
+        stale, ordering = (Proposal.model_validate(proposal()) for _ in range(2))
+        for p in (stale, ordering):
+            assert await ledger.accept(p) is None
+        # rejected as stale first: the worker that read it pending does not order it
+        assert await ledger.record_if(stale.proposal_id, "rejected", when=("pending",), reason="expired") == "pending"
+        assert await ledger.record_if(stale.proposal_id, "ordered", when=("pending", "ordered")) == "rejected"
+        assert (await ledger.outcome(stale.proposal_id)).status == "rejected"  # type: ignore[union-attr]
+        # ordered first: the stale rejection leaves it to be resumed
+        assert await ledger.record_if(ordering.proposal_id, "ordered", when=("pending", "ordered")) == "pending"
+        assert (
+            await ledger.record_if(ordering.proposal_id, "rejected", when=("pending",), reason="expired") == "ordered"
+        )
+        outcome = await ledger.outcome(ordering.proposal_id)
+        assert outcome is not None and outcome.status == "ordered" and outcome.reason is None
+        assert await ledger.record_if("no-such-proposal", "rejected", when=("pending",)) is None
+    finally:
+        await redis.aclose()
