@@ -410,33 +410,53 @@ def trade_of(order: Order, *, product_id: str, side: Literal["BUY", "SELL"], pro
 
 
 async def watch_positions(executor: Executor, *, interval_s: float) -> None:
-    """Exit open positions at their stop-loss, take-profit or time stop (checked at the best bid)."""
-    while True:
-        try:
-            positions = await executor.ledger.positions()
-            if not positions:
-                executor.metrics.unrealized.set(0)
-            else:
-                books = {b.product_id: b for b in await executor.exchange.best_bid_ask(list(positions))}
-                now = executor.clock()
-                executor.metrics.unrealized.set(float(unrealized(positions, books)))
-                for product_id, position in positions.items():
-                    book = books.get(product_id)
-                    if book is None or not book.bids:
-                        continue
-                    reason = exit_reason(position, bid=book.bids[0].price, now=now)
-                    if reason:
-                        key = f"exit:{position.proposal_id}:{position.opened_at!r}"
-                        await executor.exit(
-                            position, reason=reason, key=key, outcome_of=position.proposal_id, status="exited"
-                        )
-        except asyncio.CancelledError:
-            raise
-        except TraderError as exc:
-            log.warning("watching positions failed this round: %s", exc.message)
-        except Exception:  # keep watching; the next round retries
-            log.exception("watching positions failed this round")
-        await asyncio.sleep(interval_s)
+    """Exit open positions at their stop-loss, take-profit or time stop (checked at the best bid).
+
+    Each exit runs on its own, so one held up (its product's lock taken, a call hanging until the client's
+    timeout) delays neither the other exits nor the next round's checks."""
+    exiting: dict[str, asyncio.Task[None]] = {}
+    try:
+        while True:
+            try:
+                positions = await executor.ledger.positions()
+                if not positions:
+                    executor.metrics.unrealized.set(0)
+                else:
+                    books = {b.product_id: b for b in await executor.exchange.best_bid_ask(list(positions))}
+                    now = executor.clock()
+                    executor.metrics.unrealized.set(float(unrealized(positions, books)))
+                    for product_id, position in positions.items():
+                        book = books.get(product_id)
+                        if product_id in exiting or book is None or not book.bids:
+                            continue
+                        reason = exit_reason(position, bid=book.bids[0].price, now=now)
+                        if reason:
+                            task = asyncio.create_task(_exit_logged(executor, position, reason))
+                            exiting[product_id] = task
+                            task.add_done_callback(lambda _, pid=product_id: exiting.pop(pid, None))
+            except asyncio.CancelledError:
+                raise
+            except TraderError as exc:
+                log.warning("watching positions failed this round: %s", exc.message)
+            except Exception:  # keep watching; the next round retries
+                log.exception("watching positions failed this round")
+            await asyncio.sleep(interval_s)
+    finally:
+        for task in exiting.values():
+            task.cancel()
+
+
+async def _exit_logged(executor: Executor, position: Position, reason: str) -> None:
+    """One exit the watch decided on; a failure is logged and the next round tries again."""
+    key = f"exit:{position.proposal_id}:{position.opened_at!r}"
+    try:
+        await executor.exit(position, reason=reason, key=key, outcome_of=position.proposal_id, status="exited")
+    except asyncio.CancelledError:
+        raise
+    except TraderError as exc:
+        log.warning("exit of %s (%s) failed this time: %s", position.product_id, reason, exc.message)
+    except Exception:
+        log.exception("exit of %s (%s) failed this time", position.product_id, reason)
 
 
 def exit_reason(position: Position, *, bid: Decimal, now: float) -> str | None:

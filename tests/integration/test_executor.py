@@ -4,10 +4,12 @@ referee of "nothing done twice"."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,6 +66,22 @@ def settle(url: str, proposal_id: str, timeout_s: float = 30) -> dict[str, Any]:
 
 def post(url: str, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(f"{url}/v1/proposals", json=body, headers=AUTH)
+
+
+HELD_S = 25  # how long a test holds a lock as another replica would; its checks end within this
+
+
+@contextlib.contextmanager
+def held_by_another_replica(stack: Stack, redis_url: str, lock: str) -> Iterator[None]:
+    """One of the executor's locks (`entries`, `position:<product>`) taken as another replica would, for HELD_S."""
+    key = f"{stack.extra_env['KEY_PREFIX']}executor:lock:{lock}"
+    client = redis.Redis.from_url(redis_url)
+    client.set(key, "another-replica/0", px=HELD_S * 1000)
+    try:
+        yield
+    finally:
+        client.delete(key)
+        client.close()
 
 
 @pytest.fixture
@@ -201,15 +219,12 @@ def test_an_exit_and_a_stale_proposal_do_not_wait_for_the_turn_of_buys(stack: St
     opened = proposal(time_stop_s=2)
     post(url, opened)
     assert settle(url, opened["proposal_id"])["status"] == "filled"
-    # Another replica's buy decision holds the turn of buys (as one stuck on a slow exchange would) until released.
-    turn = f"{stack.extra_env['KEY_PREFIX']}executor:lock:entries"
-    held = redis.Redis.from_url(redis_url)
-    held.set(turn, "another-replica/0", px=25_000)
-    try:
+    # Another replica's buy decision holds the turn of buys (as one stuck on a slow exchange would).
+    with held_by_another_replica(stack, redis_url, "entries"):
         waiting = proposal()  # a buy of the open position's product: it waits for its turn
         stale = proposal("ETH-USD", expires_at=(datetime.now(UTC) + timedelta(seconds=1)).isoformat())
         assert post(url, waiting).status_code == 202 and post(url, stale).status_code == 202
-        deadline = time.monotonic() + 20  # within the 25 s the turn is held: both must happen while it is
+        deadline = time.monotonic() + HELD_S - 5  # both must happen while the turn is held
         while not (
             httpx.get(f"{url}/v1/proposals/{opened['proposal_id']}").json()["status"] == "exited"
             and httpx.get(f"{url}/v1/proposals/{stale['proposal_id']}").json()["status"] == "rejected"
@@ -218,9 +233,6 @@ def test_an_exit_and_a_stale_proposal_do_not_wait_for_the_turn_of_buys(stack: St
             time.sleep(0.1)
         assert httpx.get(f"{url}/v1/proposals/{stale['proposal_id']}").json()["reason"] == "expired"
         assert httpx.get(f"{url}/v1/proposals/{waiting['proposal_id']}").json()["status"] == "pending"
-    finally:
-        held.delete(turn)
-        held.close()
     assert settle(url, waiting["proposal_id"])["reason"] == "cooldown"  # decided in its turn, after the exit
 
 
@@ -245,3 +257,24 @@ async def test_a_rejection_made_without_the_locks_and_an_order_never_both_land(r
         assert await ledger.record_if("no-such-proposal", "rejected", when=("pending",)) is None
     finally:
         await redis.aclose()
+
+
+def test_an_exit_held_up_does_not_hold_up_the_others(stack: Stack, redis_url: str) -> None:
+    url = stack.url("executor")
+    first = proposal("BTC-USD", time_stop_s=5)  # watched first: the positions are read in product order
+    post(url, first)
+    assert settle(url, first["proposal_id"])["status"] == "filled"
+    # Another replica holds BTC-USD's position lock (as one whose exit hangs on the exchange would).
+    with held_by_another_replica(stack, redis_url, "position:BTC-USD"):
+        second = proposal("ETH-USD", time_stop_s=5)
+        post(url, second)
+        assert settle(url, second["proposal_id"])["status"] == "filled"
+        deadline = time.monotonic() + HELD_S - 5  # while the lock is held
+        while httpx.get(f"{url}/v1/proposals/{second['proposal_id']}").json()["status"] != "exited":
+            assert time.monotonic() < deadline, "ETH-USD's time stop waited for BTC-USD's exit"
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/v1/proposals/{first['proposal_id']}").json()["status"] == "filled"  # still held
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{url}/v1/proposals/{first['proposal_id']}").json()["status"] != "exited":
+        assert time.monotonic() < deadline, "BTC-USD was not exited once its lock was free"
+        time.sleep(0.1)
