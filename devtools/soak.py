@@ -72,7 +72,7 @@ TERMINAL = {"rejected", "filled", "exited", "failed"}
 TIME_STOP_S = 3
 # A stop is checked every second. Typically it is late by the exit's few calls; at worst by a dead holder's
 # position lock (15 s to run out, as after the Redis restart) and a call hanging until the client's 10 s timeout.
-# Exits that queued behind buys, or for quota in fallback, were late by 21 s typically and 52 s at worst.
+# Exits that queued behind one another, or for quota in fallback, were late by 10-11 s at the median.
 EXIT_LATE_P50_S, EXIT_LATE_MAX_S = 5.0, 40.0
 
 

@@ -16,6 +16,10 @@ class Priority(StrEnum):
     BACKGROUND = "background"
 
 
+# Most urgent first: a caller may ask for its endpoint's priority or a later one.
+URGENCY = (Priority.CRITICAL, Priority.NORMAL, Priority.BACKGROUND)
+
+
 class PoolLimit(BaseModel):
     """A shared budget: `rate` requests per second as the exchange states it, `burst` back to back."""
 
@@ -67,6 +71,11 @@ class RateLimitConfig(BaseModel):
         if priority is Priority.NORMAL:
             return self.normal_max_utilization
         return 100.0
+
+    def priority_at_most(self, endpoint: str, cap: Priority) -> Priority:
+        """The endpoint's configured priority, or `cap` where that is less urgent: never a raise, which the
+        service refuses."""
+        return max(self.endpoints[endpoint].priority, cap, key=URGENCY.index)
 
     def effective_rate(self, limit: PoolLimit) -> float:
         return limit.rate * (1 - self.safety_margin_pct / 100)

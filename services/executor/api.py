@@ -66,7 +66,7 @@ async def pnl(executor: ExecutorDep) -> dict[str, Any]:
     positions = await executor.ledger.positions()
     # A view: its prices ask below the critical priority of the exits' bids.
     books = (
-        {b.product_id: b for b in await executor.exchange.best_bid_ask(list(positions), priority=Priority.NORMAL)}
+        {b.product_id: b for b in await executor.exchange.best_bid_ask(list(positions), at_most=Priority.NORMAL)}
         if positions
         else {}
     )

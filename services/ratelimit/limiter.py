@@ -29,13 +29,11 @@ from services.ratelimit.gcra import (
 from services.ratelimit.metrics import RatelimitMetrics
 from shared.errors import InvalidRequest, NotFound, ServiceUnavailable
 from shared.quota_models import AcquireDenied, AcquireGranted, AcquireIn, PoolQuota
-from shared.ratelimits import EndpointLimit, Priority, RateLimitConfig
+from shared.ratelimits import URGENCY, EndpointLimit, Priority, RateLimitConfig
 from shared.redis import KeySpace
 
 Sleep = Callable[[float], Awaitable[None]]
 PEEK = "__all_pools__"
-# Priorities from most to least urgent: a caller may ask for its endpoint's priority or a later one.
-URGENCY = (Priority.CRITICAL, Priority.NORMAL, Priority.BACKGROUND)
 WAITED_FOR = (Code.DENIED, Code.SHED, Code.PENALTY)
 
 

@@ -128,7 +128,7 @@ class UniverseBuilder:
         first_seen = await self._first_seen(products, now) if self.config.min_listing_age_days else {}
         candidates, excluded = screen(products, unreadable, self.config, first_seen=first_seen, now=now)
         ids = [p.product_id for p in candidates]
-        books = await self.exchange.best_bid_ask(ids, priority=Priority.NORMAL) if candidates else []
+        books = await self.exchange.best_bid_ask(ids, at_most=Priority.NORMAL) if candidates else []
         members, unranked = rank(candidates, {book.product_id: book for book in books}, self.config)
         excluded += unranked
         self._observe(members, excluded)

@@ -145,12 +145,13 @@ class ExchangeClient:
         return sorted(by_start.values(), key=lambda candle: candle.start, reverse=True)
 
     async def best_bid_ask(
-        self, product_ids: Sequence[str] = (), *, priority: Priority | None = None
+        self, product_ids: Sequence[str] = (), *, at_most: Priority | None = None
     ) -> list[PriceBook]:
-        """Best bid and ask of these products in one call (of every product when none are given). The endpoint is
-        critical (the bids that trigger an exit); a caller that only looks may ask at a lower `priority`."""
+        """Best bid and ask of these products in one call (of every product when none are given). The committed
+        ratelimits.yaml makes it critical (the bids that trigger an exit); a caller that only looks asks
+        `at_most` a lower priority."""
         params = _repeated("product_ids", product_ids)
-        answer = await self._call("best_bid_ask", BestBidAsk, "GET", "/best_bid_ask", params, priority=priority)
+        answer = await self._call("best_bid_ask", BestBidAsk, "GET", "/best_bid_ask", params, at_most=at_most)
         return answer.pricebooks
 
     async def market_trades(self, product_id: str, *, limit: int = 100) -> MarketTrades:
@@ -265,7 +266,7 @@ class ExchangeClient:
         body: bytes | None = None,
         private: bool = True,
         outcome_key: str | None = None,
-        priority: Priority | None = None,
+        at_most: Priority | None = None,
     ) -> M:
         """Take quota, send, retry transient failures with backoff, and parse the answer.
 
@@ -275,6 +276,7 @@ class ExchangeClient:
         path = PREFIX + path
         reached: list[str] = []  # the failures of attempts the exchange may have acted on
         try:
+            priority = self.quota.config.priority_at_most(endpoint, at_most) if at_most else None
             return await self._attempts(endpoint, model, method, path, params, body, private, reached, priority)
         except (RetryableError, AuthError, BadExchangeResponse) as exc:
             # an answer we could not read may well be an accepted order
@@ -306,7 +308,7 @@ class ExchangeClient:
         while True:
             attempt += 1
             # The endpoint's priority (orders critical, market data normal, products background) comes from
-            # ratelimits.yaml, so it is set in one place; a caller may only lower it.
+            # ratelimits.yaml, so it is set in one place; a caller may only lower it (`at_most`).
             await self.quota.take(endpoint, priority=priority)
             if private:
                 headers["Authorization"] = f"Bearer {self._token(method, path)}"

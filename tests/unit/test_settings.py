@@ -16,6 +16,7 @@ from services.ratelimit.settings import RatelimitSettings
 from services.strategy.settings import StrategySettings
 from services.universe.settings import UniverseSettings
 from shared.errors import ConfigError
+from shared.ratelimits import Priority
 from shared.settings import DEV_API_TOKEN, REPO_CONFIG_DIR, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,6 +96,14 @@ def test_endpoint_on_unknown_pool_is_refused(config_dir: Path) -> None:
     edit_yaml(config_dir / "ratelimits.yaml", "ratelimit.endpoints.get_candles.pools", {"privat": 1})
     with pytest.raises(ConfigError, match=r"endpoint 'get_candles' draws from unknown pool\(s\) \['privat'\]"):
         load_settings(RatelimitSettings, config_dir=config_dir)
+
+
+def test_a_caller_that_needs_no_more_than_normal_never_asks_above_the_configured_priority(config_dir: Path) -> None:
+    shipped = load_settings(RatelimitSettings, config_dir=config_dir).ratelimit
+    assert shipped.priority_at_most("best_bid_ask", Priority.NORMAL) is Priority.NORMAL  # critical, lowered
+    edit_yaml(config_dir / "ratelimits.yaml", "ratelimit.endpoints.best_bid_ask.priority", "background")
+    lowered = load_settings(RatelimitSettings, config_dir=config_dir).ratelimit
+    assert lowered.priority_at_most("best_bid_ask", Priority.NORMAL) is Priority.BACKGROUND  # no raise: 422
 
 
 def test_unknown_key_inside_a_section_is_refused(config_dir: Path) -> None:
